@@ -1,0 +1,1 @@
+"""Plain torch modules (no nnU-Net imports), each satisfying nnU-Net's network contract."""

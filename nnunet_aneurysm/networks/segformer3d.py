@@ -1,0 +1,177 @@
+"""SegFormer3D (Perera et al., CVPRW 2024) for nnU-Net: any patch divisible by 32, batch-2 safe.
+
+Differences from the official code, and why:
+* token <-> volume reshapes use the true (D, H, W) instead of a cube root, so nnU-Net's
+  non-cubic patches work;
+* BatchNorm is replaced by GroupNorm (same parameter count) so batch size 1-2 trains;
+* optional deep supervision: auxiliary 1x1 heads on the 1/8, 1/16 and 1/32 projections;
+* optional ``refine_head``: the 1/4-resolution logits are upsampled and refined by two light
+  convolutions that also see a full-resolution stem of the image, for thin vessels.
+
+With the defaults (the paper's configuration), 4 input channels and 3 classes the model has
+4.51 M parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from nnunet_aneurysm.networks.blocks import TransformerBlock, norm3d, to_tokens, to_volume
+
+
+class OverlapPatchEmbed(nn.Module):
+    """Strided conv that both downsamples and embeds; patches overlap (kernel > stride)."""
+
+    def __init__(self, in_channels: int, dim: int, kernel: int, stride: int):
+        super().__init__()
+        self.proj = nn.Conv3d(in_channels, dim, kernel, stride=stride, padding=kernel // 2)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        x = self.proj(x)
+        return self.norm(to_tokens(x)), tuple(x.shape[2:])
+
+
+class MixVisionEncoder(nn.Module):
+    """Four stages of (overlapping patch embedding, transformer blocks, LayerNorm)."""
+
+    def __init__(self, in_channels, embed_dims, depths, num_heads, sr_ratios, mlp_ratios,
+                 patch_kernels, patch_strides):
+        super().__init__()
+        self.embeds = nn.ModuleList()
+        self.stages = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        prev = in_channels
+        for i, dim in enumerate(embed_dims):
+            self.embeds.append(OverlapPatchEmbed(prev, dim, patch_kernels[i], patch_strides[i]))
+            self.stages.append(nn.ModuleList(
+                TransformerBlock(dim, num_heads[i], sr_ratios[i], mlp_ratios[i]) for _ in range(depths[i])
+            ))
+            self.norms.append(nn.LayerNorm(dim))
+            prev = dim
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for embed, blocks, norm in zip(self.embeds, self.stages, self.norms):
+            tokens, shape = embed(x)
+            for block in blocks:
+                tokens = block(tokens, shape)
+            x = to_volume(norm(tokens), shape)
+            features.append(x)  # stage i: [B, C_i, S / (4 * 2**i)]
+        return features
+
+
+class TokenProjection(nn.Module):
+    """Per-voxel Linear + LayerNorm: the all-MLP decoder's unification of channel widths."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, out_dim)
+        self.norm = nn.LayerNorm(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return to_volume(self.norm(self.proj(to_tokens(x))), tuple(x.shape[2:]))
+
+
+class AllMLPDecoder(nn.Module):
+    """Project every stage to one width, upsample to 1/4, fuse, classify."""
+
+    def __init__(self, embed_dims, decoder_dim, num_classes, dropout, deep_supervision):
+        super().__init__()
+        self.deep_supervision = deep_supervision
+        self.projections = nn.ModuleList(TokenProjection(d, decoder_dim) for d in embed_dims)
+        self.fuse = nn.Sequential(
+            nn.Conv3d(len(embed_dims) * decoder_dim, decoder_dim, 1, bias=False),
+            norm3d(decoder_dim),
+            nn.ReLU(inplace=True),
+        )
+        self.dropout = nn.Dropout3d(dropout)
+        self.classifier = nn.Conv3d(decoder_dim, num_classes, 1)
+        # auxiliary heads for the 1/8, 1/16, 1/32 projections (used only for deep supervision)
+        self.aux_classifiers = nn.ModuleList(
+            nn.Conv3d(decoder_dim, num_classes, 1) for _ in embed_dims[1:]
+        )
+
+    def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        projected = [p(f) for p, f in zip(self.projections, features)]
+        size = projected[0].shape[2:]
+        upsampled = [projected[0]] + [
+            F.interpolate(p, size=size, mode="trilinear", align_corners=False) for p in projected[1:]
+        ]
+        fused = self.fuse(torch.cat(upsampled[::-1], dim=1))
+        logits_quarter = self.classifier(self.dropout(fused))  # [B, K, S/4]
+        aux = []
+        if self.deep_supervision:
+            aux = [head(p) for head, p in zip(self.aux_classifiers, projected[1:])]
+        return logits_quarter, aux
+
+
+class RefinementHead(nn.Module):
+    """Upsampled coarse logits + a full-resolution image stem -> two 3x3x3 convs -> logits."""
+
+    def __init__(self, in_channels: int, num_classes: int, stem_channels: int = 8):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv3d(in_channels, stem_channels, 3, padding=1),
+                                  norm3d(stem_channels), nn.LeakyReLU(inplace=True))
+        hidden = stem_channels + num_classes
+        self.refine = nn.Sequential(nn.Conv3d(hidden, hidden, 3, padding=1), norm3d(hidden),
+                                    nn.LeakyReLU(inplace=True), nn.Conv3d(hidden, num_classes, 1))
+
+    def forward(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(coarse, size=image.shape[2:], mode="trilinear", align_corners=False)
+        return up + self.refine(torch.cat([self.stem(image), up], dim=1))
+
+
+class SegFormer3D(nn.Module):
+    """nnU-Net network contract: ``(input_channels, num_classes, deep_supervision, **arch_kwargs)``.
+
+    Output: full-resolution logits ``[B, K, D, H, W]``, or with deep supervision a list of
+    logits at scales ``deep_supervision_scales`` (highest resolution first).
+    """
+
+    total_stride = 32
+
+    def __init__(
+        self,
+        input_channels: int = 4,
+        num_classes: int = 3,
+        deep_supervision: bool = False,
+        embed_dims: Sequence[int] = (32, 64, 160, 256),
+        depths: Sequence[int] = (2, 2, 2, 2),
+        num_heads: Sequence[int] = (1, 2, 5, 8),
+        sr_ratios: Sequence[int] = (4, 2, 1, 1),
+        mlp_ratios: Sequence[float] = (4, 4, 4, 4),
+        patch_kernels: Sequence[int] = (7, 3, 3, 3),
+        patch_strides: Sequence[int] = (4, 2, 2, 2),
+        decoder_dim: int = 256,
+        dropout: float = 0.0,
+        refine_head: bool = False,
+    ):
+        super().__init__()
+        self.encoder = MixVisionEncoder(input_channels, embed_dims, depths, num_heads, sr_ratios,
+                                        mlp_ratios, patch_kernels, patch_strides)
+        self.decoder = AllMLPDecoder(embed_dims, decoder_dim, num_classes, dropout, deep_supervision)
+        self.refinement = RefinementHead(input_channels, num_classes) if refine_head else None
+        strides, s = [], 1
+        for st in patch_strides:
+            s *= st
+            strides.append(s)
+        self.total_stride = strides[-1]
+        # output scales (fraction of the input size) in the order of the deep-supervision list
+        self.deep_supervision_scales = [1.0] + [1.0 / st for st in strides[1:]]
+
+    def forward(self, x: torch.Tensor):
+        if any(s % self.total_stride for s in x.shape[2:]):
+            raise ValueError(f"patch {tuple(x.shape[2:])} must be divisible by {self.total_stride}")
+        coarse, aux = self.decoder(self.encoder(x))
+        if self.refinement is not None:
+            logits = self.refinement(x, coarse)
+        else:
+            logits = F.interpolate(coarse, size=x.shape[2:], mode="trilinear", align_corners=False)
+        if self.decoder.deep_supervision:
+            return [logits, *aux]
+        return logits

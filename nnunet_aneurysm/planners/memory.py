@@ -1,0 +1,50 @@
+"""Training-memory estimate of *our* networks, measured on PyTorch's meta device.
+
+nnU-Net sizes patches with PlainConvUNet's feature-map count, which says nothing about a
+transformer. Instead we run one forward pass of the real network on meta tensors (shapes, no
+storage, about a second) and add up every tensor autograd saves for the backward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+# Calibrated on an H100 (benchmarks/memory_calibration.py): under nnU-Net's autocast most
+# saved activations are half precision, but norms/softmax keep float32 copies.
+AMP_ACTIVATION_FACTOR = 0.75
+# weights + gradients + two Adam/SGD-momentum buffers, all float32
+PARAMETER_COPIES = 4
+# CUDA context, cuDNN workspaces and allocator slack
+CUDA_OVERHEAD_BYTES = 1.0e9
+
+
+def saved_activation_bytes(build_network: Callable[[], nn.Module], input_shape: Sequence[int]) -> int:
+    """Bytes of the tensors autograd keeps for backward in float32, for one forward pass."""
+    with torch.device("meta"):
+        network = build_network()
+        x = torch.empty(*input_shape)
+    saved: dict[int, torch.Tensor] = {}
+    parameters = {id(p) for p in network.parameters()}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if id(t) not in parameters and id(t._base) not in parameters:  # weights are counted apart
+            saved[id(t)] = t  # the same tensor saved by several ops counts once
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = network(x)
+    outputs = out if isinstance(out, (list, tuple)) else [out]
+    total = sum(t.numel() * 4 for t in saved.values())
+    return int(total + sum(o.numel() * 4 for o in outputs))
+
+
+def training_memory_bytes(build_network: Callable[[], nn.Module], input_channels: int,
+                          patch_size: Sequence[int], batch_size: int) -> float:
+    """Estimated peak GPU memory (bytes) of one mixed-precision training step."""
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in build_network().parameters())
+    activations = saved_activation_bytes(build_network, (batch_size, input_channels, *patch_size))
+    return CUDA_OVERHEAD_BYTES + PARAMETER_COPIES * 4 * n_params + AMP_ACTIVATION_FACTOR * activations

@@ -1,0 +1,9 @@
+"""Planner for stage 1 (vessels): SegFormer3D in the paper's configuration."""
+
+from nnunet_aneurysm.networks.segformer3d import SegFormer3D
+from nnunet_aneurysm.planners.base import AneurysmPlanner
+
+
+class SegFormer3DPlanner(AneurysmPlanner):
+    network_class = SegFormer3D
+    default_plans_name = "AneurysmSegFormer3DPlans"

@@ -1,0 +1,6 @@
+"""nnUNetTrainer subclasses; every class name starts with ``Aneurysm`` to stay globally unique."""
+
+from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
+from nnunet_aneurysm.trainers.segformer3d import AneurysmSegFormer3DTrainer
+
+__all__ = ["AneurysmTrainerBase", "AneurysmSegFormer3DTrainer"]

@@ -1,0 +1,66 @@
+"""The foundation's promise: stock nnU-Net commands plan, train and predict with our classes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tests.tiny_dataset import write_tiny_dataset
+
+DATASET = 990
+PLANS = "AneurysmSegFormer3DPlans"
+TRAINER = "AneurysmSegFormer3DTrainer"
+
+
+@pytest.fixture(scope="module")
+def planned(nnunet_env):
+    raw = write_tiny_dataset(Path(nnunet_env["nnUNet_raw"]), DATASET)
+    run_cli(["nnunet-aneurysm", "plan", "-d", str(DATASET), "--planner", "SegFormer3DPlanner",
+             "--cpu-epochs", "1", "--cpu-iterations", "2", "--cpu-val-iterations", "1", "-np", "1"], nnunet_env)
+    run_cli(["nnUNetv2_preprocess", "-d", str(DATASET), "-plans_name", PLANS, "-c", "3d_fullres", "-np", "1"],
+            nnunet_env)
+    return raw
+
+
+@pytest.mark.integration
+def test_plan_train_two_folds_and_predict(planned, nnunet_env, tmp_path):
+    plans = json.loads((Path(nnunet_env["nnUNet_preprocessed"]) / "Dataset990_Tiny" / f"{PLANS}.json").read_text())
+    assert set(plans["configurations"]) == {"3d_fullres", "3d_cpu"}
+    arch = plans["configurations"]["3d_fullres"]["architecture"]
+    assert arch["network_class_name"] == "nnunet_aneurysm.networks.segformer3d.SegFormer3D"
+    assert all(p % 32 == 0 for p in plans["configurations"]["3d_fullres"]["patch_size"])
+
+    results = Path(nnunet_env["nnUNet_results"]) / "Dataset990_Tiny" / f"{TRAINER}__{PLANS}__3d_cpu"
+    for fold in ("0", "1"):
+        run_cli(["nnUNetv2_train", str(DATASET), "3d_cpu", fold, "-tr", TRAINER, "-p", PLANS, "-device", "cpu"],
+                nnunet_env)
+        assert (results / f"fold_{fold}" / "checkpoint_final.pth").is_file()
+        summary = json.loads((results / f"fold_{fold}" / "validation" / "summary.json").read_text())
+        assert "mean" in summary
+
+    out = tmp_path / "pred"
+    run_cli(["nnUNetv2_predict", "-i", str(planned / "imagesTs"), "-o", str(out), "-d", str(DATASET),
+             "-c", "3d_cpu", "-tr", TRAINER, "-p", PLANS, "-f", "0", "1", "-device", "cpu",
+             "--disable_tta", "-npp", "1", "-nps", "1"], nnunet_env)
+    for image_file in sorted((planned / "imagesTs").glob("*_0000.nii.gz")):
+        case = image_file.name.replace("_0000.nii.gz", "")
+        image = nib.load(image_file)
+        prediction = nib.load(out / f"{case}.nii.gz")
+        assert prediction.shape == image.shape
+        np.testing.assert_allclose(prediction.affine, image.affine, atol=1e-4)
+        assert set(np.unique(np.asarray(prediction.dataobj))) <= {0, 1, 2}
+
+
+@pytest.mark.integration
+def test_unknown_trainer_gives_nnunets_error(planned, nnunet_env):
+    proc = run_cli(["nnUNetv2_train", str(DATASET), "3d_cpu", "0", "-tr", "AneurysmNoSuchTrainer", "-p", PLANS,
+                    "-device", "cpu"], nnunet_env, check=False)
+    assert proc.returncode != 0
+    assert "Could not find requested nnunet trainer AneurysmNoSuchTrainer" in proc.stderr
+    frames = [line for line in proc.stderr.splitlines() if line.strip().startswith('File "')]
+    assert frames and not [f for f in frames if "nnunet_aneurysm" in f]  # nnU-Net's error, not ours
