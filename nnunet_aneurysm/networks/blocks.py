@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nnunet_aneurysm.networks.fast_conv import DepthwiseConv3d
+
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
     """[B, C, D, H, W] -> [B, D*H*W, C]."""
@@ -37,7 +39,7 @@ class MixFFN(nn.Module):
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.fc1 = nn.Linear(dim, hidden)
-        self.dwconv = nn.Conv3d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.dwconv = DepthwiseConv3d(hidden, 3)
         self.norm = norm3d(hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from nnunet_aneurysm.networks.blocks import TransformerBlock, norm3d, to_tokens, to_volume
+from nnunet_aneurysm.networks.fast_conv import DepthwiseConv3d, PointwiseConv3d
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -78,31 +79,37 @@ class TokenProjection(nn.Module):
 
 
 class AllMLPDecoder(nn.Module):
-    """Project every stage to one width, upsample to 1/4, fuse, classify."""
+    """Project every stage to one width, bring all to 1/4 resolution, fuse, classify.
+
+    The paper's fuse is a 1x1 conv over the concatenation of the four upsampled maps. Trilinear
+    upsampling is linear, so applying each stage's slice of that conv *before* upsampling and
+    summing is the same function with the same parameters, at a fraction of the cost: no
+    ``4 * decoder_dim``-channel map at 1/4 resolution is ever built.
+    """
 
     def __init__(self, embed_dims, decoder_dim, num_classes, dropout, deep_supervision):
         super().__init__()
         self.deep_supervision = deep_supervision
         self.projections = nn.ModuleList(TokenProjection(d, decoder_dim) for d in embed_dims)
-        self.fuse = nn.Sequential(
-            nn.Conv3d(len(embed_dims) * decoder_dim, decoder_dim, 1, bias=False),
-            norm3d(decoder_dim),
-            nn.ReLU(inplace=True),
-        )
+        self.fuse = nn.ModuleList(nn.Linear(decoder_dim, decoder_dim, bias=False) for _ in embed_dims)
+        self.fuse_norm = norm3d(decoder_dim)
         self.dropout = nn.Dropout3d(dropout)
-        self.classifier = nn.Conv3d(decoder_dim, num_classes, 1)
+        self.classifier = PointwiseConv3d(decoder_dim, num_classes)
         # auxiliary heads for the 1/8, 1/16, 1/32 projections (used only for deep supervision)
         self.aux_classifiers = nn.ModuleList(
-            nn.Conv3d(decoder_dim, num_classes, 1) for _ in embed_dims[1:]
+            PointwiseConv3d(decoder_dim, num_classes) for _ in embed_dims[1:]
         )
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        projected = [p(f) for p, f in zip(self.projections, features)]
+        projected = [p(f) for p, f in zip(self.projections, features)]  # [B, E, S/(4*2^i)]
         size = projected[0].shape[2:]
-        upsampled = [projected[0]] + [
-            F.interpolate(p, size=size, mode="trilinear", align_corners=False) for p in projected[1:]
-        ]
-        fused = self.fuse(torch.cat(upsampled[::-1], dim=1))
+        fused = 0
+        for fuse, p in zip(self.fuse, projected):
+            mixed = to_volume(fuse(to_tokens(p)), tuple(p.shape[2:]))
+            if mixed.shape[2:] != size:
+                mixed = F.interpolate(mixed, size=size, mode="trilinear", align_corners=False)
+            fused = fused + mixed
+        fused = F.relu(self.fuse_norm(fused))  # [B, E, S/4]
         logits_quarter = self.classifier(self.dropout(fused))  # [B, K, S/4]
         aux = []
         if self.deep_supervision:
@@ -111,15 +118,18 @@ class AllMLPDecoder(nn.Module):
 
 
 class RefinementHead(nn.Module):
-    """Upsampled coarse logits + a full-resolution image stem -> two 3x3x3 convs -> logits."""
+    """Upsampled coarse logits + a full-resolution image stem -> light separable convs -> logits."""
 
-    def __init__(self, in_channels: int, num_classes: int, stem_channels: int = 8):
+    def __init__(self, in_channels: int, num_classes: int, stem_channels: int = 8, hidden: int = 8):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv3d(in_channels, stem_channels, 3, padding=1),
                                   norm3d(stem_channels), nn.LeakyReLU(inplace=True))
-        hidden = stem_channels + num_classes
-        self.refine = nn.Sequential(nn.Conv3d(hidden, hidden, 3, padding=1), norm3d(hidden),
-                                    nn.LeakyReLU(inplace=True), nn.Conv3d(hidden, num_classes, 1))
+        # pointwise -> depthwise 3x3x3 -> pointwise: a 3x3x3 receptive field at a few MACs a voxel
+        self.refine = nn.Sequential(
+            PointwiseConv3d(stem_channels + num_classes, hidden), norm3d(hidden), nn.LeakyReLU(inplace=True),
+            DepthwiseConv3d(hidden, 3), norm3d(hidden), nn.LeakyReLU(inplace=True),
+            PointwiseConv3d(hidden, num_classes),
+        )
 
     def forward(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         up = F.interpolate(coarse, size=image.shape[2:], mode="trilinear", align_corners=False)

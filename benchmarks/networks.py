@@ -1,0 +1,147 @@
+"""Parameters, forward+backward time and peak memory of our networks vs nnU-Net's PlainConvUNet.
+
+All figures come from one run on the same patch, and are printed as ratios to PlainConvUNet
+configured the way nnU-Net's planner configures it for that patch (and, for the AKOrN and PINN
+additions, as overhead over their own backbone). Each network runs in a fresh subprocess so
+peak memory (CPU: max RSS growth; CUDA: max allocated) is its own.
+
+    python benchmarks/networks.py --patch 96 96 96 --threads 2 [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import statistics
+import time
+
+import torch
+
+NUM_CLASSES = 14
+PINN_POINTS = 2048  # interior collocation points per sample (the trainers' default)
+
+
+def plain_conv_unet(patch):
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
+
+    _, pools, kernels, _, _ = get_pool_and_conv_props([1.0, 1.0, 1.0], patch, 4, 999999)
+    n = len(pools)
+    return PlainConvUNet(1, n, [min(320, 32 * 2**i) for i in range(n)], torch.nn.Conv3d, kernels, pools,
+                         [2] * n, NUM_CLASSES, [2] * (n - 1), True, torch.nn.InstanceNorm3d,
+                         {"eps": 1e-5, "affine": True}, None, None, torch.nn.LeakyReLU, {"inplace": True})
+
+
+def build(name, patch):
+    from nnunet_aneurysm.networks.segformer3d import SegFormer3D
+    from nnunet_aneurysm.networks.waveformer import WaveFormer
+
+    return {
+        "PlainConvUNet": lambda: plain_conv_unet(patch),
+        "SegFormer3D": lambda: SegFormer3D(1, NUM_CLASSES),
+        "SegFormer3D+refine": lambda: SegFormer3D(1, NUM_CLASSES, refine_head=True),
+        "WaveFormer": lambda: WaveFormer(1, NUM_CLASSES),
+        "WaveFormer+AKOrN": lambda: WaveFormer(1, NUM_CLASSES, akorn={}),
+        "WaveFormer+AKOrN+PINN": lambda: WaveFormer(1, NUM_CLASSES, akorn={}, pinn={}),
+    }[name]()
+
+
+def step(model, x, device):
+    """One training step's forward + backward (PINN: plus the float64 physics loss)."""
+    from nnunet_aneurysm.losses.physics import physics_loss
+
+    with torch.autocast(device.type, enabled=device.type == "cuda"):
+        if getattr(model, "pinn_head", None) is not None:
+            seg, aux = model(x, return_aux=True)
+            loss = seg.float().mean() + aux["class_logits"].float().mean()
+        else:
+            seg, aux = model(x), None
+            loss = seg.float().mean()
+    if aux is not None:
+        coords = torch.rand(x.shape[0], PINN_POINTS, 3, device=device) * 2 - 1
+        features = aux["pinn_features"].float()
+        terms = physics_loss(lambda c: model.pinn_head(c, features), coords, coords[:, :256], reynolds=100.0)
+        loss = loss + terms["total"].float()
+    loss.backward()
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def measure(name, patch, batch, threads, device_name, repeats, queue):
+    torch.set_num_threads(threads)
+    rss_before = current_rss_bytes()  # after imports, before the model exists
+    torch.manual_seed(0)
+    device = torch.device(device_name)
+    model = build(name, patch).to(device).train()
+    x = torch.randn(batch, 1, *patch, device=device)
+    step(model, x, device)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        model.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        step(model, x, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:  # peak resident set over what the process held before building the model
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
+    queue.put({"name": name, "params": sum(p.numel() for p in model.parameters()),
+               "seconds": statistics.median(times), "peak_bytes": peak})
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patch", type=int, nargs=3, default=[96, 96, 96])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--only", nargs="*", default=None, help="subset of networks")
+    parser.add_argument("--json", default=None, help="also write the rows to this file")
+    args = parser.parse_args()
+    names = args.only or ["PlainConvUNet", "SegFormer3D", "SegFormer3D+refine", "WaveFormer",
+                          "WaveFormer+AKOrN", "WaveFormer+AKOrN+PINN"]
+    ctx = mp.get_context("spawn")
+    rows = {}
+    for name in names:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=measure, args=(name, args.patch, args.batch, args.threads, args.device,
+                                                 args.repeats, queue))
+        proc.start()
+        rows[name] = queue.get()
+        proc.join()
+        print(f"measured {name}: {rows[name]['seconds']:.3f} s", flush=True)
+
+    base = rows.get("PlainConvUNet")
+    print(f"\npatch {args.patch}, batch {args.batch}, {args.threads} threads, device {args.device}, "
+          f"median of {args.repeats} fwd+bwd after a warm-up")
+    print(f"{'network':24s} {'params (M)':>10s} {'s/step':>8s} {'peak MB':>9s} "
+          f"{'x faster':>9s} {'x fewer params':>15s} {'mem ratio':>10s}")
+    for name, r in rows.items():
+        ratios = ("", "", "")
+        if base:
+            ratios = (f"{base['seconds'] / r['seconds']:.2f}", f"{base['params'] / r['params']:.2f}",
+                      f"{r['peak_bytes'] / base['peak_bytes']:.2f}")
+        print(f"{name:24s} {r['params'] / 1e6:10.2f} {r['seconds']:8.3f} {r['peak_bytes'] / 1e6:9.0f} "
+              f"{ratios[0]:>9s} {ratios[1]:>15s} {ratios[2]:>10s}")
+    for extra, backbone in (("WaveFormer+AKOrN", "WaveFormer"), ("WaveFormer+AKOrN+PINN", "WaveFormer+AKOrN")):
+        if extra in rows and backbone in rows:
+            overhead = rows[extra]["seconds"] / rows[backbone]["seconds"] - 1
+            print(f"overhead of {extra} over {backbone}: {100 * overhead:+.1f} % time")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Losses: Tversky, asymmetric, AUC margin, loss balancing, Navier-Stokes physics."""
