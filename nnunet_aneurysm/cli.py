@@ -36,6 +36,32 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synth(args: argparse.Namespace) -> int:
+    from nnunet_aneurysm.dataset_conversion.synthetic import generate
+
+    truths = generate(args.out, args.series, args.seed, args.size, args.segmentation_fraction,
+                      args.multiframe_fraction, args.workers)
+    positive = sum(bool(t.aneurysms) for t in truths)
+    print(f"wrote {len(truths)} series ({positive} with aneurysms) to {args.out}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from nnunet_aneurysm.dataset_conversion.convert import ConversionInputError, convert
+
+    try:
+        report = convert(args.rsna_root, args.vessels_id, args.aneurysms_id, args.raw, args.workers,
+                         args.sphere_radius_mm, resume=not args.restart)
+    except ConversionInputError as err:
+        raise UserInputError(str(err)) from None
+    failed = report[report["status"] == "failed"]
+    print(f"converted {int((report['status'] != 'failed').sum())} of {len(report)} series "
+          f"({int(report['has_vessel_labels'].sum())} with vessel labels); {len(failed)} failed")
+    for _, row in failed.iterrows():
+        print(f"  failed {row['SeriesInstanceUID']}: {row['reason']}", file=sys.stderr)
+    return min(len(failed), 125)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nnunet_aneurysm.planners import PLANNERS
 
@@ -61,6 +87,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation iterations per 3d_cpu epoch")
     p.add_argument("-np", "--num-processes", type=int, default=2, help="fingerprint worker processes")
     p.set_defaults(func=_plan)
+
+    p = verbs.add_parser("synth", help="write synthetic data in the RSNA competition layout",
+                         description="Write OUT/train.csv, train_localizers.csv, series/ and segmentations/ "
+                                     "exactly as the competition lays them out, from a Circle-of-Willis phantom.")
+    p.add_argument("out", type=Path)
+    p.add_argument("--series", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=96, help="in-plane matrix size (field of view is 84 mm)")
+    p.add_argument("--segmentation-fraction", type=float, default=0.5, help="share of series with cowseg files")
+    p.add_argument("--multiframe-fraction", type=float, default=0.1, help="share stored as one multi-frame file")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=_synth)
+
+    p = verbs.add_parser("convert", help="convert an RSNA folder into the two nnU-Net raw datasets",
+                         description="Convert RSNA_ROOT into DatasetA_RSNAVessels and DatasetB_RSNAAneurysms "
+                                     "under $nnUNet_raw. Failed series are listed in conversion_report.csv; the "
+                                     "exit status is the number of failed series (at most 125).")
+    p.add_argument("rsna_root", type=Path)
+    p.add_argument("--vessels-id", type=int, required=True)
+    p.add_argument("--aneurysms-id", type=int, required=True)
+    p.add_argument("--raw", type=Path, default=None, help="output folder (default: $nnUNet_raw)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--sphere-radius-mm", type=float, default=4.0)
+    p.add_argument("--restart", action="store_true", help="reconvert cases that already exist")
+    p.set_defaults(func=_convert)
     return parser
 
 

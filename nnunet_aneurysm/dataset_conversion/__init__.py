@@ -1,0 +1,1 @@
+"""RSNA folder -> nnU-Net raw datasets, and the synthetic RSNA-format generator."""

@@ -1,0 +1,239 @@
+"""Read one DICOM series (single-frame files or one enhanced multi-frame file) into a volume.
+
+Slices are sorted by their position along the slice normal (not by file name, InstanceNumber
+or z), rescale slope/intercept are applied per slice or frame, and every defect that can be
+survived is reported as a warning; one that cannot raises :class:`SeriesError` with a reason
+that a person can act on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from nnunet_aneurysm.dataset_conversion.geometry import Geometry
+
+UNEVEN_SPACING_TOLERANCE = 0.1  # relative deviation of a slice gap from the median gap
+
+
+class SeriesError(Exception):
+    """A series that cannot be converted; the message is the reason for the report."""
+
+
+@dataclass
+class SliceGeometry:
+    position: np.ndarray  # ImagePositionPatient, mm
+    row_dir: np.ndarray
+    col_dir: np.ndarray
+    pixel_spacing: tuple[float, float]  # (row spacing, column spacing), mm
+
+    def pixel_to_patient(self, x: float, y: float) -> np.ndarray:
+        """Pixel (x = column, y = row) on this slice -> patient coordinates (mm)."""
+        return self.position + x * self.pixel_spacing[1] * self.row_dir + y * self.pixel_spacing[0] * self.col_dir
+
+
+@dataclass
+class Volume:
+    array: np.ndarray  # [k, j, i] float32, rescaled (HU for CT)
+    geometry: Geometry
+    modality: str  # the DICOM Modality tag
+    # (SOPInstanceUID, frame) -> where that stored image lies; frame 0 for single-frame files
+    slices: dict[tuple[str, int], SliceGeometry] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _first(*items):
+    for item in items:
+        if item is not None:
+            return item
+    return None
+
+
+def _seq_attr(group, sequence: str, attribute: str):
+    """``group.<sequence>[0].<attribute>`` or None."""
+    if group is None or sequence not in group or not group[sequence].value:
+        return None
+    return getattr(group[sequence].value[0], attribute, None)
+
+
+def _floats(value, n: int, what: str) -> np.ndarray:
+    try:
+        arr = np.array([float(v) for v in value], dtype=float)
+    except (TypeError, ValueError):
+        raise SeriesError(f"unreadable {what}: {value!r}") from None
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        raise SeriesError(f"malformed {what}: {value!r}")
+    return arr
+
+
+def _orientation(value) -> tuple[np.ndarray, np.ndarray]:
+    iop = _floats(value, 6, "ImageOrientationPatient")
+    row, col = iop[:3], iop[3:]
+    if abs(np.linalg.norm(row) - 1) > 1e-2 or abs(np.linalg.norm(col) - 1) > 1e-2 or abs(row @ col) > 1e-2:
+        raise SeriesError(f"ImageOrientationPatient is not two orthonormal vectors: {list(iop)}")
+    return row / np.linalg.norm(row), col / np.linalg.norm(col)
+
+
+def _spacing(ds, group=None) -> tuple[float, float] | None:
+    value = _first(_seq_attr(group, "PixelMeasuresSequence", "PixelSpacing"), getattr(ds, "PixelSpacing", None))
+    if value is None:
+        return None
+    sp = _floats(value, 2, "PixelSpacing")
+    if np.any(sp <= 0):
+        raise SeriesError(f"non-positive PixelSpacing {list(sp)}")
+    return float(sp[0]), float(sp[1])
+
+
+def _rescale(ds, group=None) -> tuple[float, float]:
+    slope = _first(_seq_attr(group, "PixelValueTransformationSequence", "RescaleSlope"),
+                   getattr(ds, "RescaleSlope", None), 1.0)
+    intercept = _first(_seq_attr(group, "PixelValueTransformationSequence", "RescaleIntercept"),
+                       getattr(ds, "RescaleIntercept", None), 0.0)
+    slope, intercept = float(slope), float(intercept)
+    if slope == 0 or not np.isfinite(slope) or not np.isfinite(intercept):
+        raise SeriesError(f"invalid rescale slope/intercept ({slope}, {intercept})")
+    return slope, intercept
+
+
+def _pixels(ds) -> np.ndarray:
+    try:
+        return ds.pixel_array
+    except Exception as err:  # decoders raise many types (missing plugin, truncated data, ...)
+        raise SeriesError(f"cannot decode pixel data ({type(err).__name__}: {err})") from None
+
+
+@dataclass
+class _Plane:
+    sop_uid: str
+    frame: int
+    geometry: SliceGeometry
+    shape: tuple[int, int]
+    image: np.ndarray  # rescaled float32 [rows, cols]
+
+
+def _stack(planes: list[_Plane], modality: str, warnings: list[str]) -> Volume:
+    """Sort planes along the normal, check regular spacing, build the volume and its geometry."""
+    key = Counter((p.shape, tuple(np.round(np.concatenate([p.geometry.row_dir, p.geometry.col_dir]), 3)),
+                   p.geometry.pixel_spacing) for p in planes)
+    main, _ = key.most_common(1)[0]
+    kept = [p for p in planes if (p.shape, tuple(np.round(np.concatenate([p.geometry.row_dir, p.geometry.col_dir]),
+                                                             3)), p.geometry.pixel_spacing) == main]
+    if len(kept) < len(planes):
+        warnings.append(f"dropped {len(planes) - len(kept)} image(s) whose size, orientation or pixel spacing "
+                        f"differs from the series (scout/localizer images?)")
+    if len(kept) < 2:
+        raise SeriesError(f"only {len(kept)} usable slice(s): not a 3-D series")
+    row, col = kept[0].geometry.row_dir, kept[0].geometry.col_dir
+    normal = np.cross(row, col)
+    distance = np.array([p.geometry.position @ normal for p in kept])
+    order = np.argsort(distance, kind="stable")
+    kept, distance = [kept[i] for i in order], distance[order]
+    gaps = np.diff(distance)
+    if np.any(gaps < 1e-3):
+        raise SeriesError(f"{int(np.sum(gaps < 1e-3)) + 1} slices share a position (several phases or echoes?)")
+    median = float(np.median(gaps))
+    if np.max(np.abs(gaps - median)) > UNEVEN_SPACING_TOLERANCE * median:
+        raise SeriesError(f"uneven slice spacing: gaps from {gaps.min():.3f} to {gaps.max():.3f} mm "
+                          f"(median {median:.3f}); a missing slice?")
+    offsets = np.array([p.geometry.position - kept[0].geometry.position - d * normal
+                        for p, d in zip(kept, distance - distance[0])])
+    if np.abs(offsets).max() > 0.1 * min(kept[0].geometry.pixel_spacing):
+        warnings.append("slice positions drift in-plane (gantry tilt or shear); resampled as an orthogonal grid")
+    geometry = Geometry(kept[0].geometry.position, row, col, (median, *kept[0].geometry.pixel_spacing))
+    array = np.stack([p.image for p in kept]).astype(np.float32)
+    slices = {(p.sop_uid, p.frame): p.geometry for p in planes}
+    return Volume(array, geometry, modality, slices, warnings)
+
+
+def _single_frame_plane(ds, warnings: list[str]) -> _Plane:
+    if getattr(ds, "ImagePositionPatient", None) is None or getattr(ds, "ImageOrientationPatient", None) is None:
+        raise SeriesError(f"instance {ds.SOPInstanceUID} lacks ImagePositionPatient/ImageOrientationPatient")
+    spacing = _spacing(ds)
+    if spacing is None:
+        raise SeriesError(f"instance {ds.SOPInstanceUID} lacks PixelSpacing")
+    row, col = _orientation(ds.ImageOrientationPatient)
+    geometry = SliceGeometry(_floats(ds.ImagePositionPatient, 3, "ImagePositionPatient"), row, col, spacing)
+    slope, intercept = _rescale(ds)
+    image = _pixels(ds).astype(np.float32) * slope + intercept
+    if image.ndim != 2:
+        raise SeriesError(f"instance {ds.SOPInstanceUID} has pixel data of shape {image.shape}, not one slice")
+    return _Plane(str(ds.SOPInstanceUID), 0, geometry, image.shape, image)
+
+
+def _multiframe_planes(ds, warnings: list[str]) -> list[_Plane]:
+    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
+    per_frame = list(ds.PerFrameFunctionalGroupsSequence) if "PerFrameFunctionalGroupsSequence" in ds else []
+    frames = _pixels(ds)
+    n = int(ds.NumberOfFrames)
+    if frames.ndim != 3 or frames.shape[0] != n:
+        raise SeriesError(f"multi-frame pixel data has shape {frames.shape}, expected {n} frames")
+    if len(per_frame) != n:
+        raise SeriesError(f"multi-frame file has {len(per_frame)} per-frame groups for {n} frames")
+    planes, bad_orientation = [], 0
+    top_iop = getattr(ds, "ImageOrientationPatient", None)
+    shared_iop = _seq_attr(shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+    for f, group in enumerate(per_frame):
+        position = _seq_attr(group, "PlanePositionSequence", "ImagePositionPatient")
+        if position is None:
+            raise SeriesError(f"frame {f} has no ImagePositionPatient")
+        iop = _first(shared_iop, top_iop)
+        own = _seq_attr(group, "PlaneOrientationSequence", "ImageOrientationPatient")
+        if own is not None:
+            if iop is not None and not np.allclose(_floats(own, 6, "IOP"), _floats(iop, 6, "IOP"), atol=1e-3):
+                bad_orientation += 1
+            iop = iop if iop is not None else own
+        if iop is None:
+            raise SeriesError(f"frame {f} has no ImageOrientationPatient")
+        spacing = _first(_spacing(ds, group), _spacing(ds, shared))
+        if spacing is None:
+            raise SeriesError("multi-frame file has no PixelSpacing")
+        row, col = _orientation(iop)
+        slope, intercept = _rescale(ds, group) if "PixelValueTransformationSequence" in group else _rescale(ds, shared)
+        image = frames[f].astype(np.float32) * slope + intercept
+        planes.append(_Plane(str(ds.SOPInstanceUID), f,
+                             SliceGeometry(_floats(position, 3, "ImagePositionPatient"), row, col, spacing),
+                             image.shape, image))
+    if bad_orientation:
+        warnings.append(f"{bad_orientation} frame(s) carry a per-frame orientation that disagrees with the "
+                        f"shared one; the shared orientation was used")
+    return planes
+
+
+def read_series(folder: Path | str) -> Volume:
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    if not files:
+        raise SeriesError(f"no files in {folder}")
+    warnings: list[str] = []
+    datasets = []
+    for path in files:
+        try:
+            datasets.append(pydicom.dcmread(path))
+        except (InvalidDicomError, EOFError, OSError, ValueError) as err:
+            warnings.append(f"skipped unreadable file {path.name} ({type(err).__name__})")
+    images = [ds for ds in datasets if "PixelData" in ds]
+    if len(images) < len(datasets):
+        warnings.append(f"skipped {len(datasets) - len(images)} non-image object(s) (e.g. RT, SR)")
+    if not images:
+        raise SeriesError("no DICOM image with pixel data in the series")
+    modality = str(getattr(images[0], "Modality", ""))
+    multi = [ds for ds in images if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1]
+    if multi:
+        if len(images) > 1:
+            warnings.append(f"series has {len(images)} images, {len(multi)} multi-frame; using the largest")
+        main = max(multi, key=lambda ds: int(ds.NumberOfFrames))
+        return _stack(_multiframe_planes(main, warnings), modality, warnings)
+    planes = []
+    for ds in images:
+        if "LOCALIZER" in [str(v).upper() for v in getattr(ds, "ImageType", [])]:
+            warnings.append(f"dropped localizer image {ds.SOPInstanceUID}")
+            continue
+        planes.append(_single_frame_plane(ds, warnings))
+    if not planes:
+        raise SeriesError("series holds only localizer images")
+    return _stack(planes, modality, warnings)
