@@ -77,9 +77,11 @@ def measure(name, patch, batch, threads, device_name, repeats, queue):
     rss_before = current_rss_bytes()  # after imports, before the model exists
     torch.manual_seed(0)
     device = torch.device(device_name)
+    torch.backends.cudnn.benchmark = True  # as nnU-Net's trainer sets it
     model = build(name, patch).to(device).train()
     x = torch.randn(batch, 1, *patch, device=device)
-    step(model, x, device)  # warm-up
+    for _ in range(3):  # warm-up (and cuDNN's algorithm search on CUDA)
+        step(model, x, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -124,7 +126,7 @@ def main():
 
     base = rows.get("PlainConvUNet")
     print(f"\npatch {args.patch}, batch {args.batch}, {args.threads} threads, device {args.device}, "
-          f"median of {args.repeats} fwd+bwd after a warm-up")
+          f"median of {args.repeats} fwd+bwd after 3 warm-ups")
     print(f"{'network':24s} {'params (M)':>10s} {'s/step':>8s} {'peak MB':>9s} "
           f"{'x faster':>9s} {'x fewer params':>15s} {'mem ratio':>10s}")
     for name, r in rows.items():

@@ -12,11 +12,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-# Calibrated on an H100 (benchmarks/memory_calibration.py): under nnU-Net's autocast most
-# saved activations are half precision, but norms/softmax keep float32 copies.
-AMP_ACTIVATION_FACTOR = 0.75
-# weights + gradients + two Adam/SGD-momentum buffers, all float32
-PARAMETER_COPIES = 4
+# Calibrated on an H100 (benchmarks/memory_calibration.py, batch 2): with 0.75 the real peak was
+# 0.90-1.52x the estimate for SegFormer3D and 1.36-1.42x for WaveFormer+AKOrN+PINN; 1.1 makes the
+# estimate an upper bound for both at patches of 96^3 and more (autocast keeps float32 copies
+# for norms, softmax and the float64 physics path).
+AMP_ACTIVATION_FACTOR = 1.1
+# weights + gradients + nnU-Net's SGD momentum buffer, all float32
+PARAMETER_COPIES = 3
 # CUDA context, cuDNN workspaces and allocator slack
 CUDA_OVERHEAD_BYTES = 1.0e9
 

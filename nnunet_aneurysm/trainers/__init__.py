@@ -2,5 +2,12 @@
 
 from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
 from nnunet_aneurysm.trainers.segformer3d import AneurysmSegFormer3DTrainer
+from nnunet_aneurysm.trainers.waveformer import (
+    AneurysmWaveFormerAKOrNTrainer,
+    AneurysmWaveFormerBaselineTrainer,
+    AneurysmWaveFormerPINNTrainer,
+    AneurysmWaveFormerTrainer,
+)
 
-__all__ = ["AneurysmTrainerBase", "AneurysmSegFormer3DTrainer"]
+__all__ = ["AneurysmTrainerBase", "AneurysmSegFormer3DTrainer", "AneurysmWaveFormerTrainer",
+           "AneurysmWaveFormerBaselineTrainer", "AneurysmWaveFormerAKOrNTrainer", "AneurysmWaveFormerPINNTrainer"]

@@ -3,14 +3,23 @@
 * The training schedule can come from the plans (``trainer_schedule`` of a configuration),
   so the CPU configuration trains for minutes without a ``_5epochs`` class per trainer.
 * On ``-device cpu`` nnU-Net gives torch every core; we leave one per augmentation worker.
-* Deep-supervision scales come from the network itself, not from PlainConvUNet's strides.
+* Deep-supervision scales come from the network itself, not from PlainConvUNet's strides,
+  and the deep-supervision weighting of a loss is written once (:meth:`deep_supervised`).
+* torch.compile is off unless ``nnUNet_compile`` asks for it explicitly: nnU-Net turns it on by
+  default on CUDA, and our networks' Python-level loops (wavelet levels, oscillator steps)
+  made WaveFormer's first epoch compile for over five minutes on an H100.
+* Extra per-epoch metrics are registered with nnU-Net's logger (so they survive ``--c``) and
+  drawn in ``progress_extra.png`` beside nnU-Net's ``progress.png``.
 """
 
 from __future__ import annotations
 
 import os
 
+import matplotlib
+import numpy as np
 import torch
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from torch import nn
@@ -24,6 +33,8 @@ def cpu_training_threads() -> int:
 
 
 class AneurysmTrainerBase(nnUNetTrainer):
+    extra_metrics: tuple[str, ...] = ()  # logged once per epoch by subclasses
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -33,6 +44,13 @@ class AneurysmTrainerBase(nnUNetTrainer):
                 setattr(self, key, int(schedule[key]))
         if self.device.type == "cpu":
             torch.set_num_threads(cpu_training_threads())
+        for key in self.extra_metrics:
+            self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
+
+    def _do_i_compile(self) -> bool:
+        if os.environ.get("nnUNet_compile", "").lower() not in ("true", "1", "t"):
+            return False
+        return super()._do_i_compile()
 
     def plain_network(self) -> nn.Module:
         """The network without DDP / torch.compile wrappers."""
@@ -44,3 +62,31 @@ class AneurysmTrainerBase(nnUNetTrainer):
             return None
         ndim = len(self.configuration_manager.patch_size)
         return [[s] * ndim for s in self.plain_network().deep_supervision_scales]
+
+    def deep_supervised(self, loss: nn.Module) -> nn.Module:
+        """nnU-Net's weighting over deep-supervision outputs (halving per level, lowest level off)."""
+        if not self.enable_deep_supervision:
+            return loss
+        weights = np.array([1 / (2**i) for i in range(len(self._get_deep_supervision_scales()))])
+        weights[-1] = 1e-6 if self.is_ddp and not self._do_i_compile() else 0
+        return DeepSupervisionWrapper(loss, weights / weights.sum())
+
+    def on_epoch_end(self):
+        super().on_epoch_end()
+        if self.extra_metrics and self.local_rank == 0:
+            self.plot_extra_metrics()
+
+    def plot_extra_metrics(self) -> None:
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        logged = self.logger.local_logger.my_fantastic_logging
+        fig, axes = plt.subplots(len(self.extra_metrics), 1, figsize=(8, 2.5 * len(self.extra_metrics)),
+                                 squeeze=False)
+        for ax, key in zip(axes[:, 0], self.extra_metrics):
+            ax.plot(range(len(logged[key])), logged[key], marker="o")
+            ax.set_ylabel(key)
+        axes[-1, 0].set_xlabel("epoch")
+        fig.tight_layout()
+        fig.savefig(os.path.join(self.output_folder, "progress_extra.png"))
+        plt.close(fig)

@@ -1,0 +1,185 @@
+"""Stage 2: WaveFormer (+ AKOrN, + PINN head) on the aneurysm dataset.
+
+Loss = balance(seg: nnU-Net's Dice + CE with deep supervision,
+               cls: asymmetric loss of the 14 series-level logits against patch-level targets,
+               physics: Navier-Stokes residual + no-slip + flow terms at collocation points).
+Targets of the classification head come from the label patch: location k is present if any
+voxel of the patch carries label k; 'Aneurysm Present' if any does. Metadata (age, sex,
+modality) come from the converter's ``metadata.csv`` by case id and enter through FiLM.
+
+Mirroring is switched off in augmentation and test-time augmentation: flipping a head swaps
+left and right, and a mirrored image with unswapped location labels would teach the network
+wrong sides.
+
+Variants are one ``-tr`` apart: ``AneurysmWaveFormerBaselineTrainer`` (neither AKOrN nor PINN),
+``AneurysmWaveFormerAKOrNTrainer``, ``AneurysmWaveFormerPINNTrainer``, ``AneurysmWaveFormerTrainer``
+(both). All read the same plans (``WaveFormerPlanner``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from nnunetv2.utilities.collate_outputs import collate_outputs
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast
+
+from nnunet_aneurysm.labels import NUM_LOCATIONS
+from nnunet_aneurysm.losses.asymmetric import AsymmetricLoss
+from nnunet_aneurysm.losses.balancing import BALANCERS
+from nnunet_aneurysm.losses.physics import physics_loss
+from nnunet_aneurysm.networks.film import METADATA_DIM, encode_metadata
+from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
+from nnunet_aneurysm.trainers.physics_sampling import R3Sampler, sample_in, vessel_mask, wall_mask
+
+
+def patch_targets(label: torch.Tensor) -> torch.Tensor:
+    """[B, 1, ...] location labels -> [B, 14] float: 13 locations present in the patch + any."""
+    flat = label.flatten(1).long()
+    present = torch.stack([(flat == k).any(1) for k in range(1, NUM_LOCATIONS + 1)], dim=1)
+    return torch.cat([present, present.any(1, keepdim=True)], dim=1).float()
+
+
+class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
+    use_akorn = True
+    use_pinn = True
+    balancer_name = "uwso"  # or "uw" (Kendall); UW-SO has no state to lose on --c
+    collocation_points = 2048
+    wall_points = 256
+    reynolds_start, reynolds_end = 10.0, 200.0
+    continuity_only_fraction = 0.2  # of the epochs, before the momentum terms switch on
+    physics_dtype = torch.float64
+    extra_metrics = ("loss_seg", "loss_cls", "loss_physics", "weight_seg", "weight_cls", "weight_physics",
+                     "order_parameter", "physics_skipped")
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
+                                   num_output_channels, enable_deep_supervision=True):
+        kwargs = dict(configuration_manager.network_arch_init_kwargs)
+        kwargs["akorn"] = (kwargs.get("akorn") or {}) if cls.use_akorn else None
+        kwargs["pinn"] = (kwargs.get("pinn") or {}) if cls.use_pinn else None
+        return get_network_from_plans(configuration_manager.network_arch_class_name, kwargs,
+                                      configuration_manager.network_arch_init_kwargs_req_import,
+                                      num_input_channels, num_output_channels, allow_init=True,
+                                      deep_supervision=enable_deep_supervision)
+
+    def initialize(self):
+        super().initialize()
+        names = ["seg", "cls"] + (["physics"] if self.use_pinn else [])
+        self.balancer = BALANCERS[self.balancer_name](names).to(self.device)
+        self.class_loss = AsymmetricLoss()
+        self.sampler = R3Sampler(self.collocation_points)
+        self.metadata = self._load_metadata()
+
+    def configure_optimizers(self):
+        optimizer, scheduler = super().configure_optimizers()
+        balancer = getattr(self, "balancer", None)
+        if balancer is not None and any(True for _ in balancer.parameters()):
+            optimizer.add_param_group({"params": list(balancer.parameters()), "weight_decay": 0.0})
+        return optimizer, scheduler
+
+    def _load_metadata(self) -> dict[str, np.ndarray]:
+        path = Path(os.environ.get("nnUNet_raw", "")) / self.plans_manager.dataset_name / "metadata.csv"
+        if not path.is_file():
+            self.print_to_log_file(f"no {path}: metadata enter FiLM as zeros")
+            return {}
+        table = pd.read_csv(path, dtype={"case_id": str})
+        return {row.case_id: encode_metadata(row.PatientAge, row.PatientSex, row.Modality)
+                for row in table.itertuples()}
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch, None
+
+    def _metadata_tensor(self, keys) -> torch.Tensor:
+        rows = [self.metadata.get(str(k), np.zeros(METADATA_DIM, np.float32)) for k in keys]
+        return torch.from_numpy(np.stack(rows)).to(self.device)
+
+    def _reynolds_and_momentum(self) -> tuple[float, float]:
+        progress = self.current_epoch / max(self.num_epochs - 1, 1)
+        reynolds = self.reynolds_start + (self.reynolds_end - self.reynolds_start) * min(1.0, 2 * progress)
+        momentum = 0.0 if progress < self.continuity_only_fraction else 1.0
+        return reynolds, momentum
+
+    def _physics(self, data: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        mask = vessel_mask(data)
+        interior = self.sampler.interior(mask)
+        wall = sample_in(wall_mask(mask), self.wall_points)
+        reynolds, momentum = self._reynolds_and_momentum()
+        head = self.plain_network().pinn_head
+        features = features.float()
+        terms = physics_loss(lambda c: head(c, features), interior, wall, reynolds, momentum,
+                             dtype=self.physics_dtype)
+        total = terms["total"].float()
+        if not torch.isfinite(total):  # guard: a non-finite physics term never reaches the optimiser
+            return total.new_zeros(()), True
+        self.sampler.update(interior, terms["point_residual"])
+        return total, False
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        full_target = target[0] if isinstance(target, list) else target
+        metadata = self._metadata_tensor(batch.get("keys", [""] * data.shape[0]))
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            seg, aux = self.network(data, metadata=metadata, return_aux=True)
+            losses = {"seg": self.loss(seg, target),
+                      "cls": self.class_loss(aux["class_logits"], patch_targets(full_target))}
+        skipped = False
+        if self.use_pinn:
+            losses["physics"], skipped = self._physics(data, aux["pinn_features"])
+        total, weights = self.balancer({k: v.float() for k, v in losses.items()})
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(total).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        out = {"loss": total.detach().cpu().numpy(), "physics_skipped": float(skipped)}
+        for name, value in losses.items():
+            out[f"loss_{name}"] = float(value.detach())
+            out[f"weight_{name}"] = weights[name]
+        order = aux.get("order_parameter")
+        out["order_parameter"] = float(order.mean().detach()) if order is not None else float("nan")
+        return out
+
+    def on_train_epoch_end(self, train_outputs):
+        super().on_train_epoch_end(train_outputs)
+        out = collate_outputs(train_outputs)
+        for key in self.extra_metrics:
+            value = float(np.nanmean(out[key])) if key in out and not np.all(np.isnan(out[key])) else float("nan")
+            self.logger.log(key, value, self.current_epoch)
+        self.print_to_log_file(", ".join(f"{k} {self.logger.get_value(k, self.current_epoch):.4g}"
+                                         for k in self.extra_metrics))
+
+
+class AneurysmWaveFormerBaselineTrainer(AneurysmWaveFormerTrainer):
+    """WaveFormer alone: no AKOrN layers, no PINN head."""
+
+    use_akorn = False
+    use_pinn = False
+
+
+class AneurysmWaveFormerAKOrNTrainer(AneurysmWaveFormerTrainer):
+    """WaveFormer + AKOrN layers, no PINN head."""
+
+    use_pinn = False
+
+
+class AneurysmWaveFormerPINNTrainer(AneurysmWaveFormerTrainer):
+    """WaveFormer + PINN head, no AKOrN layers."""
+
+    use_akorn = False
