@@ -62,6 +62,40 @@ def _convert(args: argparse.Namespace) -> int:
     return min(len(failed), 125)
 
 
+def _vessel_channel(args: argparse.Namespace) -> int:
+    import os
+
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    from nnunet_aneurysm.inference.vessel_channel import add_vessel_channel
+
+    for var in ("nnUNet_raw", "nnUNet_results"):
+        if not os.environ.get(var):
+            raise UserInputError(f"the environment variable {var} is not set")
+    try:
+        vessels = maybe_convert_to_dataset_name(args.vessels)
+        aneurysms = maybe_convert_to_dataset_name(args.aneurysms)
+    except RuntimeError as err:
+        raise UserInputError(str(err).splitlines()[0]) from None
+    model_dir = Path(get_output_folder(vessels, args.trainer, args.plans, args.configuration))
+    output = f"Dataset{args.output_id:03d}_{aneurysms.split('_', 1)[1]}WithVessels"
+    try:
+        folder = add_vessel_channel(Path(os.environ["nnUNet_raw"]), aneurysms, output, model_dir, args.device)
+    except FileNotFoundError as err:
+        raise UserInputError(str(err)) from None
+    print(f"wrote {folder}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from nnunet_aneurysm.demo import DemoSettings, run_demo
+
+    run_demo(DemoSettings(args.workdir, args.series, args.size, args.seed, tuple(args.folds), args.epochs,
+                          args.iterations, args.val_iterations))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nnunet_aneurysm.planners import PLANNERS
 
@@ -112,6 +146,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sphere-radius-mm", type=float, default=4.0)
     p.add_argument("--restart", action="store_true", help="reconvert cases that already exist")
     p.set_defaults(func=_convert)
+
+    p = verbs.add_parser("vessel-channel", help="add stage 1's out-of-fold vessel probability to the aneurysm "
+                                                "dataset (stage 2's second input channel)",
+                         description="Predict every aneurysm case with the stage-1 model of its own fold and write "
+                                     "a new raw dataset DatasetOUT_<name>WithVessels with channels image + "
+                                     "vessel probability (like nnU-Net's cascade does for its low-res stage).")
+    p.add_argument("--vessels", required=True, help="stage-1 (vessel) dataset id or name")
+    p.add_argument("--aneurysms", required=True, help="aneurysm dataset id or name")
+    p.add_argument("--output-id", type=int, required=True)
+    p.add_argument("-tr", "--trainer", default="AneurysmSegFormer3DTrainer")
+    p.add_argument("-p", "--plans", default="AneurysmSegFormer3DPlans")
+    p.add_argument("-c", "--configuration", default="3d_fullres")
+    p.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"])
+    p.set_defaults(func=_vessel_channel)
+
+    p = verbs.add_parser("demo", help="the main job on synthetic data, end to end on the CPU",
+                         description="Generate synthetic RSNA data, convert, plan, preprocess and train both "
+                                     "stages with stock nnU-Net commands, then predict. Prints every command.")
+    p.add_argument("--workdir", type=Path, default=Path("demo_run"))
+    p.add_argument("--series", type=int, default=20)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--folds", nargs="+", default=["0", "1"], help="folds to train (all five: 0 1 2 3 4)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--val-iterations", type=int, default=2)
+    p.set_defaults(func=_demo)
     return parser
 
 

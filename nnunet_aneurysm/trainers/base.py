@@ -1,7 +1,8 @@
 """What every trainer of ours changes in nnU-Net's trainer, factored once.
 
 * The training schedule can come from the plans (``trainer_schedule`` of a configuration),
-  so the CPU configuration trains for minutes without a ``_5epochs`` class per trainer.
+  so the CPU configuration trains for minutes without a ``_5epochs`` class per trainer; a
+  ``seed`` there makes runs repeatable.
 * On ``-device cpu`` nnU-Net gives torch every core; we leave one per augmentation worker.
 * Deep-supervision scales come from the network itself, not from PlainConvUNet's strides,
   and the deep-supervision weighting of a loss is written once (:meth:`deep_supervised`).
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import random
 
 import matplotlib
 import numpy as np
@@ -25,6 +27,13 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from torch import nn
 
 SCHEDULE_KEYS = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch", "save_every")
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and torch RNGs: with nnUNet_n_proc_DA=0 a CPU run then repeats itself exactly."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def cpu_training_threads() -> int:
@@ -42,6 +51,8 @@ class AneurysmTrainerBase(nnUNetTrainer):
         for key in SCHEDULE_KEYS:
             if key in schedule:
                 setattr(self, key, int(schedule[key]))
+        if "seed" in schedule:
+            seed_everything(int(schedule["seed"]) + int(fold if str(fold).isdigit() else 0))
         if self.device.type == "cpu":
             torch.set_num_threads(cpu_training_threads())
         for key in self.extra_metrics:

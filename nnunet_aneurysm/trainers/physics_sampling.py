@@ -22,7 +22,7 @@ def vessel_mask(data: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
 
 
 def wall_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Vessel voxels with a non-vessel 6-neighbour."""
+    """Vessel voxels with a non-vessel voxel among their 26 neighbours."""
     outside = (~mask).float()[:, None]
     near_outside = F.max_pool3d(outside, 3, stride=1, padding=1)[:, 0] > 0
     return mask & near_outside

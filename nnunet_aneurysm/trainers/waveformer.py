@@ -38,6 +38,14 @@ from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
 from nnunet_aneurysm.trainers.physics_sampling import R3Sampler, sample_in, vessel_mask, wall_mask
 
 
+def finite_or_zero(loss: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """The guard between the physics head and the optimiser: a non-finite loss becomes a fresh zero
+    (no graph, so no NaN gradient either) and is reported as skipped."""
+    if torch.isfinite(loss).all():
+        return loss, False
+    return torch.zeros((), device=loss.device, dtype=loss.dtype), True
+
+
 def patch_targets(label: torch.Tensor) -> torch.Tensor:
     """[B, 1, ...] location labels -> [B, 14] float: 13 locations present in the patch + any."""
     flat = label.flatten(1).long()
@@ -116,11 +124,10 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
         features = features.float()
         terms = physics_loss(lambda c: head(c, features), interior, wall, reynolds, momentum,
                              dtype=self.physics_dtype)
-        total = terms["total"].float()
-        if not torch.isfinite(total):  # guard: a non-finite physics term never reaches the optimiser
-            return total.new_zeros(()), True
-        self.sampler.update(interior, terms["point_residual"])
-        return total, False
+        total, skipped = finite_or_zero(terms["total"].float())
+        if not skipped:
+            self.sampler.update(interior, terms["point_residual"])
+        return total, skipped
 
     def train_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)

@@ -1,0 +1,111 @@
+"""The main job on embedded synthetic data: every step a user would type, in order.
+
+synthetic RSNA folder -> two raw datasets -> stage 1 (SegFormer3D, vessels) planned, preprocessed,
+trained per fold -> out-of-fold vessel channel -> stage 2 (WaveFormer + AKOrN + PINN, aneurysms)
+planned, preprocessed, trained per fold -> five-fold-style prediction with probabilities.
+Each step runs the stock nnU-Net command (or our verb) as a subprocess, exactly as printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+VESSELS_ID, ANEURYSMS_ID, STAGE2_ID = 101, 102, 103
+STAGE1 = ("SegFormer3DPlanner", "AneurysmSegFormer3DPlans", "AneurysmSegFormer3DTrainer")
+STAGE2 = ("WaveFormerPlanner", "AneurysmWaveFormerPlans", "AneurysmWaveFormerTrainer")
+
+
+@dataclass
+class DemoSettings:
+    workdir: Path
+    series: int = 20
+    size: int = 64
+    seed: int = 0
+    folds: tuple[str, ...] = ("0", "1")
+    epochs: int = 5
+    iterations: int = 10
+    val_iterations: int = 2
+    predict_cases: int = 2
+
+
+def demo_environment(workdir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (workdir / name).mkdir(parents=True, exist_ok=True)
+        env[name] = str(workdir / name)
+    from nnunet_aneurysm import nnunet_ext
+
+    env["nnUNet_extTrainer"] = str(Path(nnunet_ext.__file__).resolve().parent)
+    env.setdefault("nnUNet_n_proc_DA", "0")
+    env.setdefault("nnUNet_def_n_proc", "1")
+    return env
+
+
+def _run(argv: list[str], env: dict[str, str], log: Path) -> None:
+    command = " ".join(shlex.quote(a) for a in argv)
+    print(f"$ {command}", flush=True)
+    start = time.perf_counter()
+    bindir = Path(sys.executable).parent
+    exe = bindir / argv[0] if (bindir / argv[0]).exists() else argv[0]
+    with open(log, "a") as f:
+        f.write(f"\n$ {command}\n")
+        f.flush()
+        proc = subprocess.run([str(exe), *argv[1:]], env=env, stdout=f, stderr=subprocess.STDOUT)
+    print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"step failed (exit {proc.returncode}): {command}\n  see {log}")
+
+
+def _stage(settings: DemoSettings, env, log, dataset: int, planner: str, plans: str, trainer: str) -> None:
+    _run(["nnunet-aneurysm", "plan", "-d", str(dataset), "--planner", planner,
+          "--cpu-epochs", str(settings.epochs), "--cpu-iterations", str(settings.iterations),
+          "--cpu-val-iterations", str(settings.val_iterations), "-np", "2"], env, log)
+    _run(["nnUNetv2_preprocess", "-d", str(dataset), "-plans_name", plans, "-c", "3d_fullres", "-np", "2"],
+         env, log)
+    for fold in settings.folds:
+        _run(["nnUNetv2_train", str(dataset), "3d_cpu", fold, "-tr", trainer, "-p", plans, "-device", "cpu"],
+             env, log)
+
+
+def run_demo(settings: DemoSettings) -> Path:
+    """Runs everything under ``settings.workdir``; returns the folder of the final predictions."""
+    workdir = settings.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    env, log = demo_environment(workdir), workdir / "demo.log"
+    print(f"working in {workdir} (full command output in {log})")
+    rsna = workdir / "rsna"
+    if not (rsna / "train.csv").is_file():
+        _run(["nnunet-aneurysm", "synth", str(rsna), "--series", str(settings.series), "--size",
+              str(settings.size), "--seed", str(settings.seed)], env, log)
+    _run(["nnunet-aneurysm", "convert", str(rsna), "--vessels-id", str(VESSELS_ID),
+          "--aneurysms-id", str(ANEURYSMS_ID)], env, log)
+    _stage(settings, env, log, VESSELS_ID, *STAGE1)
+    _run(["nnunet-aneurysm", "vessel-channel", "--vessels", str(VESSELS_ID), "--aneurysms", str(ANEURYSMS_ID),
+          "--output-id", str(STAGE2_ID), "-c", "3d_cpu"], env, log)
+    _stage(settings, env, log, STAGE2_ID, *STAGE2)
+
+    raw = Path(env["nnUNet_raw"]) / f"Dataset{STAGE2_ID}_RSNAAneurysmsWithVessels"
+    inputs = workdir / "predict_input"
+    inputs.mkdir(exist_ok=True)
+    cases = sorted(p.name[: -len("_0000.nii.gz")] for p in (raw / "imagesTr").glob("*_0000.nii.gz"))
+    for case in cases[: settings.predict_cases]:
+        for channel in ("0000", "0001"):
+            target = inputs / f"{case}_{channel}.nii.gz"
+            if not target.exists():
+                target.symlink_to(raw / "imagesTr" / target.name)
+    out = workdir / "predictions"
+    _run(["nnUNetv2_predict", "-i", str(inputs), "-o", str(out), "-d", str(STAGE2_ID), "-c", "3d_cpu",
+          "-tr", STAGE2[2], "-p", STAGE2[1], "-f", *settings.folds, "-device", "cpu", "--save_probabilities",
+          "-npp", "1", "-nps", "1"], env, log)
+    results = Path(env["nnUNet_results"])
+    print("\nWhat to look at:")
+    for png in sorted(results.rglob("progress*.png")):
+        print(f"  {png}")
+    print(f"  predictions (segmentations + probabilities): {out}")
+    return out

@@ -1,0 +1,1 @@
+"""Prediction of both stages: the stage-1 vessel channel, five-fold prediction, predict(series_path)."""

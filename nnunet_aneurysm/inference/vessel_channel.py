@@ -1,0 +1,89 @@
+"""Stage 1 -> stage 2: add the vessel probability as a second input channel of the aneurysm dataset.
+
+Like nnU-Net's cascade, training cases get *out-of-fold* predictions: a case in fold f is
+predicted by the stage-1 model of fold f, which never saw it (both datasets share the converter's
+folds). Cases of a fold whose model is missing are predicted by the ensemble of the folds that
+exist, and the run says so. The result is a new raw dataset: the aneurysm dataset's images,
+labels, metadata and splits, plus ``<case>_0001.nii.gz`` = 1 - P(background) of stage 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+import torch
+from tqdm import tqdm
+
+FILE_ENDING = ".nii.gz"
+
+
+def _predictor(model_dir: Path, folds: tuple, device: torch.device):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                perform_everything_on_device=device.type == "cuda", device=device,
+                                verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=folds,
+                                                   checkpoint_name="checkpoint_final.pth")
+    return predictor
+
+
+def vessel_probability(predictor, image_file: Path) -> np.ndarray:
+    """Stage-1 probability of 'any artery' in the image's own voxel order ([k, j, i])."""
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    data, properties = SimpleITKIO().read_images([str(image_file)])
+    _, probabilities = predictor.predict_single_npy_array(data, properties, None, None, True)
+    return (1.0 - probabilities[0]).astype(np.float32)
+
+
+def add_vessel_channel(raw: Path, aneurysms_dataset: str, output_dataset: str, model_dir: Path,
+                       device: str = "cpu", progress: bool = True) -> Path:
+    """Write ``output_dataset`` under ``raw``; returns its folder."""
+    src, dst = raw / aneurysms_dataset, raw / output_dataset
+    metadata = pd.read_csv(src / "metadata.csv", dtype={"case_id": str})
+    folds_present = sorted(int(p.name.split("_")[1]) for p in model_dir.glob("fold_*")
+                           if p.name.split("_")[1].isdigit() and (p / "checkpoint_final.pth").is_file())
+    if not folds_present:
+        raise FileNotFoundError(f"no fold_*/checkpoint_final.pth under {model_dir}: train stage 1 first")
+    missing = sorted(set(metadata["fold"]) - set(folds_present))
+    if missing:
+        print(f"stage-1 folds {missing} are not trained: their cases get the ensemble of folds {folds_present} "
+              f"(not out-of-fold for cases that stage 1 trained on)")
+    for sub in ("imagesTr", "labelsTr"):
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+    torch_device = torch.device(device)
+    groups = [((f,), metadata[metadata["fold"] == f]) for f in folds_present]
+    if missing:
+        groups.append((tuple(folds_present), metadata[metadata["fold"].isin(missing)]))
+    bar = tqdm(total=len(metadata), disable=not progress, desc="stage-1 vessel channel")
+    for folds, cases in groups:
+        if cases.empty:
+            continue
+        predictor = _predictor(model_dir, folds, torch_device)
+        for case in cases["case_id"]:
+            image = src / "imagesTr" / f"{case}_0000{FILE_ENDING}"
+            target = dst / "imagesTr" / f"{case}_0001{FILE_ENDING}"
+            if not target.is_file():
+                reference = sitk.ReadImage(str(image))
+                channel = sitk.GetImageFromArray(vessel_probability(predictor, image))
+                channel.CopyInformation(reference)
+                partial = target.with_name("partial_" + target.name)
+                sitk.WriteImage(channel, str(partial), useCompression=True)
+                os.replace(partial, target)
+            shutil.copyfile(image, dst / "imagesTr" / image.name)
+            shutil.copyfile(src / "labelsTr" / f"{case}{FILE_ENDING}", dst / "labelsTr" / f"{case}{FILE_ENDING}")
+            bar.update()
+    bar.close()
+    dataset_json = json.loads((src / "dataset.json").read_text())
+    dataset_json["channel_names"] = {"0": "image", "1": "noNorm"}  # probabilities are not renormalised
+    (dst / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    for name in ("metadata.csv", "splits_final.json"):
+        shutil.copyfile(src / name, dst / name)
+    return dst

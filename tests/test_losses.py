@@ -1,0 +1,95 @@
+import pytest
+import torch
+
+from nnunet_aneurysm.losses.asymmetric import AsymmetricLoss
+from nnunet_aneurysm.losses.balancing import SoftOptimalUncertaintyWeighting, UncertaintyWeighting
+from nnunet_aneurysm.losses.tversky import TverskyCELoss
+from nnunet_aneurysm.trainers.physics_sampling import R3Sampler, sample_in, wall_mask
+from nnunet_aneurysm.trainers.waveformer import finite_or_zero, patch_targets
+
+
+def _logits_for(labels, k, confidence=10.0):
+    return torch.nn.functional.one_hot(labels[:, 0], k).permute(0, 4, 1, 2, 3).float() * confidence
+
+
+def test_tversky_punishes_missed_voxels_more_than_spurious_ones():
+    target = torch.zeros(1, 1, 4, 4, 4, dtype=torch.long)
+    target[..., :2, :, :] = 1  # half the volume is vessel
+    loss = TverskyCELoss(alpha=0.7, beta=0.3, weight_ce=0.0)
+    missed = target.clone()
+    missed[..., 0, :, :] = 0  # a quarter of the vessel predicted as background (false negatives)
+    spurious = target.clone()
+    spurious[..., 2, :, :] = 1  # the same number of background voxels predicted as vessel (false positives)
+    assert loss(_logits_for(missed, 2), target) > loss(_logits_for(spurious, 2), target)
+    assert loss(_logits_for(target, 2), target).item() < 1e-3
+
+
+def test_tversky_with_equal_weights_is_dice():
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 3, 4, 4, 4), torch.randint(0, 3, (2, 1, 4, 4, 4))
+    index = TverskyCELoss(0.5, 0.5).tversky_index(logits, target)
+    probs = logits.softmax(1)
+    onehot = torch.nn.functional.one_hot(target[:, 0], 3).permute(0, 4, 1, 2, 3).float()
+    dice = 2 * (probs * onehot).sum((0, 2, 3, 4)) / (probs.sum((0, 2, 3, 4)) + onehot.sum((0, 2, 3, 4)))
+    torch.testing.assert_close(index, dice, rtol=1e-4, atol=1e-4)
+
+
+def test_asymmetric_loss_is_a_mean_and_ignores_easy_negatives():
+    asl = AsymmetricLoss(clip=0.05)
+    targets = torch.zeros(4, 14)
+    easy = torch.full((4, 14), -5.0)  # sigmoid ~ 0.0067 < clip: contributes nothing
+    assert asl(easy, targets).item() == pytest.approx(0.0, abs=1e-7)
+    logits = torch.randn(4, 14)
+    doubled = torch.cat([logits, logits]), torch.cat([targets, targets])
+    assert asl(*doubled).item() == pytest.approx(asl(logits, targets).item(), rel=1e-5)  # mean, not sum
+    targets[:, 0] = 1
+    assert asl(torch.full((4, 14), -3.0), targets) > asl(torch.full((4, 14), 3.0) * torch.tensor([1.0] + [-1] * 13),
+                                                         targets)
+
+
+def test_uncertainty_weighting_learns_and_uwso_is_bounded():
+    uw = UncertaintyWeighting(["a", "b"])
+    total, weights = uw({"a": torch.tensor(2.0), "b": torch.tensor(0.5)})
+    assert weights == {"a": 1.0, "b": 1.0} and total.item() == pytest.approx(2.5)
+    total.backward()
+    assert uw.log_vars.grad is not None and uw.log_vars.grad[0] < uw.log_vars.grad[1]
+    so = SoftOptimalUncertaintyWeighting(["a", "b", "c"])
+    _, w = so({"a": torch.tensor(1e-7), "b": torch.tensor(1.0), "c": torch.tensor(3.0)})
+    assert sum(w.values()) == pytest.approx(3.0)
+    assert w["a"] > w["b"] > w["c"] and w["c"] > 0.05  # the floor keeps the near-zero term from taking all
+
+
+def test_patch_targets():
+    label = torch.zeros(2, 1, 4, 4, 4, dtype=torch.long)
+    label[0, 0, 0, 0, 0] = 7
+    label[0, 0, 1, 1, 1] = 12
+    t = patch_targets(label)
+    assert t.shape == (2, 14)
+    assert t[0].nonzero().flatten().tolist() == [6, 11, 13] and t[1].sum() == 0
+
+
+def test_collocation_points_lie_in_the_vessel_and_r3_keeps_high_residual_points():
+    mask = torch.zeros(1, 8, 8, 8, dtype=torch.bool)
+    mask[0, 1:7, 2:6, 1:7] = True
+    points = sample_in(mask, 64)
+    index = torch.round((points.flip(-1) + 1) / 2 * 7).long()[0]
+    assert mask[0, index[:, 0], index[:, 1], index[:, 2]].all()
+    walls = wall_mask(mask)
+    assert walls.sum() > 0 and (walls <= mask).all() and walls.sum() < mask.sum()
+    sampler = R3Sampler(64)
+    residual = torch.arange(64.0)[None]
+    sampler.update(points, residual)
+    again = sampler.interior(mask)
+    kept = points[0, residual[0] > residual.mean()]
+    torch.testing.assert_close(again[0, : len(kept)], kept)
+
+
+def test_physics_guard_keeps_nan_from_the_optimiser():
+    weight = torch.nn.Parameter(torch.ones(3))
+    bad = (weight * torch.tensor([1.0, float("nan"), 2.0])).sum()
+    guarded, skipped = finite_or_zero(bad)
+    assert skipped and guarded.item() == 0.0 and not guarded.requires_grad
+    (guarded + weight.sum()).backward()
+    assert torch.isfinite(weight.grad).all()
+    fine, skipped = finite_or_zero(weight.sum())
+    assert not skipped and fine.requires_grad
