@@ -1,0 +1,149 @@
+"""Both stages through the stock nnU-Net command line on converted synthetic data (the demo at a
+tiny size), then the stage-2 variants, resume with --c, and seeded repeatability."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_aneurysm.demo import STAGE1, STAGE2, STAGE2_ID, VESSELS_ID, DemoSettings, demo_environment, run_demo
+from tests.conftest import BIN, run_cli
+
+pytestmark = pytest.mark.integration
+STAGE2_DATASET = "Dataset103_RSNAAneurysmsWithVessels"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    settings = DemoSettings(workdir, series=10, size=48, folds=("0", "1"), epochs=1, iterations=2, val_iterations=1)
+    predictions = run_demo(settings)
+    return workdir, demo_environment(workdir), predictions
+
+
+def _results(env, dataset: str, trainer: str, plans: str, configuration: str = "3d_cpu") -> Path:
+    return Path(env["nnUNet_results"]) / dataset / f"{trainer}__{plans}__{configuration}"
+
+
+def _logging(checkpoint: Path) -> dict:
+    return torch.load(checkpoint, map_location="cpu", weights_only=False)["logging"]
+
+
+def test_stage1_logs_vessel_recall_and_dice(demo):
+    _, env, _ = demo
+    folder = _results(env, f"Dataset{VESSELS_ID}_RSNAVessels", STAGE1[2], STAGE1[1])
+    for fold in ("fold_0", "fold_1"):
+        logged = _logging(folder / fold / "checkpoint_final.pth")
+        assert len(logged["vessel_recall"]) == 1 and 0.0 <= logged["vessel_recall"][0] <= 1.0
+        assert len(logged["vessel_dice"]) == 1
+        assert (folder / fold / "progress_extra.png").stat().st_size > 1000
+        assert (folder / fold / "validation" / "summary.json").is_file()
+
+
+def test_validation_rerun_with_npz(demo):
+    _, env, _ = demo
+    run_cli(["nnUNetv2_train", str(VESSELS_ID), "3d_cpu", "0", "-tr", STAGE1[2], "-p", STAGE1[1], "-device", "cpu",
+             "--val", "--npz"], env)
+    folder = _results(env, f"Dataset{VESSELS_ID}_RSNAVessels", STAGE1[2], STAGE1[1]) / "fold_0" / "validation"
+    assert sorted(folder.glob("*.npz")) and len(list(folder.glob("*.npz"))) == len(list(folder.glob("*.nii.gz")))
+
+
+def test_vessel_channel_is_a_probability_on_the_image_grid(demo):
+    import SimpleITK as sitk
+
+    _, env, _ = demo
+    raw = Path(env["nnUNet_raw"]) / STAGE2_DATASET
+    assert json.loads((raw / "dataset.json").read_text())["channel_names"] == {"0": "image", "1": "noNorm"}
+    images = sorted((raw / "imagesTr").glob("*_0000.nii.gz"))
+    assert len(images) == 10
+    for image in images[:3]:
+        a, b = sitk.ReadImage(str(image)), sitk.ReadImage(str(image).replace("_0000", "_0001"))
+        assert a.GetSize() == b.GetSize()
+        np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
+        p = sitk.GetArrayFromImage(b)
+        assert p.min() >= -1e-4 and p.max() <= 1 + 1e-4
+
+
+def test_stage2_logs_every_loss_term_and_weight(demo):
+    _, env, _ = demo
+    folder = _results(env, STAGE2_DATASET, STAGE2[2], STAGE2[1])
+    logged = _logging(folder / "fold_0" / "checkpoint_final.pth")
+    for key in ("loss_seg", "loss_cls", "loss_physics", "weight_seg", "weight_cls", "weight_physics"):
+        assert len(logged[key]) == 1 and np.isfinite(logged[key][0]), key
+    assert 0 <= logged["order_parameter"][0] <= 1
+    assert logged["physics_skipped"][0] == 0
+
+
+def test_two_fold_prediction_with_probabilities(demo):
+    _, _, predictions = demo
+    segmentations = sorted(predictions.glob("*.nii.gz"))
+    assert len(segmentations) == 2
+    for seg in segmentations:
+        probabilities = np.load(str(seg).replace(".nii.gz", ".npz"))["probabilities"]
+        assert probabilities.shape[0] == 14
+        np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("variant", ["AneurysmWaveFormerBaselineTrainer", "AneurysmWaveFormerAKOrNTrainer",
+                                     "AneurysmWaveFormerPINNTrainer"])
+def test_ablation_variants_train_from_the_same_plans(demo, variant):
+    _, env, _ = demo
+    run_cli(["nnUNetv2_train", str(STAGE2_ID), "3d_cpu", "2", "-tr", variant, "-p", STAGE2[1], "-device", "cpu"],
+            env)
+    folder = _results(env, STAGE2_DATASET, variant, STAGE2[1]) / "fold_2"
+    checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    keys = checkpoint["network_weights"].keys()
+    assert any("akorn" in k for k in keys) == (variant == "AneurysmWaveFormerAKOrNTrainer")
+    assert any("pinn_head" in k for k in keys) == (variant == "AneurysmWaveFormerPINNTrainer")
+    has_physics = np.isfinite(checkpoint["logging"]["loss_physics"][0])
+    assert has_physics == (variant == "AneurysmWaveFormerPINNTrainer")
+
+
+def _add_configuration(env, name: str, schedule: dict) -> None:
+    plans_file = Path(env["nnUNet_preprocessed"]) / STAGE2_DATASET / f"{STAGE2[1]}.json"
+    plans = json.loads(plans_file.read_text())
+    base = plans["configurations"]["3d_cpu"]["trainer_schedule"]
+    plans["configurations"][name] = {"inherits_from": "3d_cpu", "trainer_schedule": {**base, **schedule}}
+    plans_file.write_text(json.dumps(plans, indent=2))
+
+
+def test_killed_run_continues_with_c(demo):
+    _, env, _ = demo
+    _add_configuration(env, "3d_cpu_long", {"num_epochs": 3, "num_iterations_per_epoch": 2, "save_every": 1})
+    argv = [str(BIN / "nnUNetv2_train"), str(STAGE2_ID), "3d_cpu_long", "3", "-tr", STAGE2[2], "-p", STAGE2[1],
+            "-device", "cpu"]
+    folder = _results(env, STAGE2_DATASET, STAGE2[2], STAGE2[1], "3d_cpu_long") / "fold_3"
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (folder / "checkpoint_latest.pth").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (folder / "checkpoint_latest.pth").exists() and not (folder / "checkpoint_final.pth").exists()
+    resumed_from = torch.load(folder / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    assert 1 <= resumed_from["current_epoch"] < 3
+    run_cli(argv[:1] + argv[1:] + ["--c"], env)
+    logged = _logging(folder / "checkpoint_final.pth")
+    assert len(logged["train_losses"]) == 3 and len(logged["loss_seg"]) == 3
+    assert logged["train_losses"][: resumed_from["current_epoch"]] == \
+        resumed_from["logging"]["train_losses"][: resumed_from["current_epoch"]]
+
+
+def test_seeded_runs_repeat_their_first_iterations(demo):
+    _, env, _ = demo
+    _add_configuration(env, "3d_cpu_seeded", {"seed": 123})
+    losses = []
+    for _ in range(2):
+        run_cli(["nnUNetv2_train", str(STAGE2_ID), "3d_cpu_seeded", "4", "-tr", STAGE2[2], "-p", STAGE2[1],
+                 "-device", "cpu"], env)
+        folder = _results(env, STAGE2_DATASET, STAGE2[2], STAGE2[1], "3d_cpu_seeded") / "fold_4"
+        logged = _logging(folder / "checkpoint_final.pth")
+        losses.append((logged["train_losses"][0], logged["loss_seg"][0], logged["loss_physics"][0]))
+    assert losses[0] == losses[1]
