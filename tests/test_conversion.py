@@ -245,3 +245,16 @@ def test_cli_exit_status_counts_failures(tmp_path):
                            "--workers", "1"], capture_output=True, text=True)
     assert proc.returncode == failures, proc.stderr
     assert f"{failures} failed" in proc.stdout
+
+
+def test_geometry_survives_sitk_round_trip(rsna):
+    from nnunet_aneurysm.dataset_conversion.geometry import from_sitk, to_sitk
+
+    _, truths = rsna
+    for truth in truths.values():
+        array = np.zeros(truth.shape, np.float32)
+        back_array, back = from_sitk(to_sitk(array, truth.geometry))
+        assert back_array.shape == truth.shape
+        np.testing.assert_allclose(back.origin, truth.geometry.origin, atol=1e-9)
+        np.testing.assert_allclose(back.normal, truth.geometry.normal, atol=1e-9)
+        np.testing.assert_allclose(back.spacing, truth.geometry.spacing, atol=1e-9)

@@ -10,7 +10,6 @@ labels, metadata and splits, plus ``<case>_0001.nii.gz`` = 1 - P(background) of 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import pandas as pd
 import SimpleITK as sitk
 import torch
 from tqdm import tqdm
+
+from nnunet_aneurysm.dataset_conversion.geometry import from_sitk, write_nifti
 
 FILE_ENDING = ".nii.gz"
 
@@ -70,13 +71,9 @@ def add_vessel_channel(raw: Path, aneurysms_dataset: str, output_dataset: str, m
         for case in cases["case_id"]:
             image = src / "imagesTr" / f"{case}_0000{FILE_ENDING}"
             target = dst / "imagesTr" / f"{case}_0001{FILE_ENDING}"
-            if not target.is_file():
-                reference = sitk.ReadImage(str(image))
-                channel = sitk.GetImageFromArray(vessel_probability(predictor, image))
-                channel.CopyInformation(reference)
-                partial = target.with_name("partial_" + target.name)
-                sitk.WriteImage(channel, str(partial), useCompression=True)
-                os.replace(partial, target)
+            if not target.is_file():  # resumable: written atomically, skipped when present
+                _, geometry = from_sitk(sitk.ReadImage(str(image)))
+                write_nifti(vessel_probability(predictor, image), geometry, target)
             shutil.copyfile(image, dst / "imagesTr" / image.name)
             shutil.copyfile(src / "labelsTr" / f"{case}{FILE_ENDING}", dst / "labelsTr" / f"{case}{FILE_ENDING}")
             bar.update()

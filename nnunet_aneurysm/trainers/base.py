@@ -63,6 +63,14 @@ class AneurysmTrainerBase(nnUNetTrainer):
             return False
         return super()._do_i_compile()
 
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net writes checkpoints in place, so a kill mid-write leaves a torn checkpoint_latest that
+        `--c` cannot load. Write beside it and rename: the old checkpoint stays whole until the new one is."""
+        partial = f"{filename}.partial"
+        super().save_checkpoint(partial)
+        if os.path.exists(partial):
+            os.replace(partial, filename)
+
     def plain_network(self) -> nn.Module:
         """The network without DDP / torch.compile wrappers."""
         mod = self.network.module if self.is_ddp else self.network

@@ -1,0 +1,86 @@
+"""Seconds per training iteration of our trainers vs nnU-Net's default trainer, same data and patch.
+
+Uses a finished demo folder (``nnunet-aneurysm demo --workdir W``): adds one configuration per
+network to the stage-2 plans (same patch, same batch, a 1-epoch schedule), runs stock
+``nnUNetv2_train`` for each trainer on CPU, and reads the epoch duration nnU-Net logged.
+
+    python benchmarks/trainers.py --workdir demo_run --patch 64 64 64 --iterations 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from nnunet_aneurysm.demo import STAGE2, STAGE2_ID, demo_environment
+
+DATASET = "Dataset103_RSNAAneurysmsWithVessels"
+
+
+def plain_conv_unet_architecture(patch) -> dict:
+    """PlainConvUNet as nnU-Net's planner configures it for this patch (isotropic spacing)."""
+    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
+
+    _, pools, kernels, _, _ = get_pool_and_conv_props([1.0, 1.0, 1.0], patch, 4, 999999)
+    n = len(pools)
+    return {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+            "arch_kwargs": {"n_stages": n, "features_per_stage": [min(320, 32 * 2**i) for i in range(n)],
+                            "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": kernels, "strides": pools,
+                            "n_conv_per_stage": [2] * n, "n_conv_per_stage_decoder": [2] * (n - 1),
+                            "conv_bias": True, "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                            "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None,
+                            "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+                            "nonlin_kwargs": {"inplace": True}},
+            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--patch", type=int, nargs=3, default=[64, 64, 64])
+    parser.add_argument("--iterations", type=int, default=10)
+    args = parser.parse_args()
+    env = demo_environment(args.workdir.resolve())
+    plans_file = Path(env["nnUNet_preprocessed"]) / DATASET / f"{STAGE2[1]}.json"
+    plans = json.loads(plans_file.read_text())
+    schedule = {"num_epochs": 1, "num_iterations_per_epoch": args.iterations, "num_val_iterations_per_epoch": 1,
+                "save_every": 1, "seed": 0}
+    waveformer = plans["configurations"]["3d_fullres"]["architecture"]
+    segformer = {"network_class_name": "nnunet_aneurysm.networks.segformer3d.SegFormer3D", "arch_kwargs": {},
+                 "_kw_requires_import": []}
+    runs = [("nnUNetTrainer", plain_conv_unet_architecture(args.patch)),
+            ("AneurysmSegFormer3DTrainer", segformer),
+            ("AneurysmWaveFormerBaselineTrainer", waveformer),
+            ("AneurysmWaveFormerAKOrNTrainer", waveformer),
+            ("AneurysmWaveFormerPINNTrainer", waveformer),
+            ("AneurysmWaveFormerTrainer", waveformer)]
+    for trainer, architecture in runs:
+        plans["configurations"][f"bench_{trainer}"] = {
+            "inherits_from": "3d_fullres", "patch_size": list(args.patch), "batch_size": 2,
+            "architecture": architecture, "trainer_schedule": schedule}
+    plans_file.write_text(json.dumps(plans, indent=2))
+    seconds = {}
+    for trainer, _ in runs:
+        configuration = f"bench_{trainer}"
+        argv = [str(Path(sys.executable).parent / "nnUNetv2_train"), str(STAGE2_ID), configuration, "0",
+                "-tr", trainer, "-p", STAGE2[1], "-device", "cpu"]
+        subprocess.run(argv, env=env, check=True, capture_output=True)
+        folder = Path(env["nnUNet_results"]) / DATASET / f"{trainer}__{STAGE2[1]}__{configuration}" / "fold_0"
+        logged = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
+        epoch = logged["epoch_end_timestamps"][0] - logged["epoch_start_timestamps"][0]
+        seconds[trainer] = epoch / (args.iterations + 1)
+        print(f"{trainer:36s} {seconds[trainer]:6.2f} s/iteration", flush=True)
+    base = seconds["nnUNetTrainer"]
+    print(f"\npatch {args.patch}, batch 2, CPU, {torch.get_num_threads()} threads; one epoch of {args.iterations} "
+          f"training + 1 validation iteration, data loading included")
+    for trainer, value in seconds.items():
+        print(f"{trainer:36s} {value / base:5.2f}x the time of nnU-Net's default trainer")
+
+
+if __name__ == "__main__":
+    main()
