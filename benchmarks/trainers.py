@@ -58,7 +58,8 @@ def main():
             ("AneurysmWaveFormerBaselineTrainer", waveformer),
             ("AneurysmWaveFormerAKOrNTrainer", waveformer),
             ("AneurysmWaveFormerPINNTrainer", waveformer),
-            ("AneurysmWaveFormerTrainer", waveformer)]
+            ("AneurysmWaveFormerTrainer", waveformer),
+            ("AneurysmWaveFormerAUCMTrainer", waveformer)]
     for trainer, architecture in runs:
         plans["configurations"][f"bench_{trainer}"] = {
             "inherits_from": "3d_fullres", "patch_size": list(args.patch), "batch_size": 2,

@@ -14,10 +14,14 @@ class UserInputError(Exception):
     """Bad input from the user: printed as one line, exit status 2, no traceback."""
 
 
-def _ext_path(args: argparse.Namespace) -> int:
+def ext_folder() -> Path:
     from nnunet_aneurysm import nnunet_ext
 
-    print(Path(nnunet_ext.__file__).resolve().parent)
+    return Path(nnunet_ext.__file__).resolve().parent
+
+
+def _ext_path(args: argparse.Namespace) -> int:
+    print(ext_folder())
     return 0
 
 
@@ -85,6 +89,49 @@ def _vessel_channel(args: argparse.Namespace) -> int:
     except FileNotFoundError as err:
         raise UserInputError(str(err)) from None
     print(f"wrote {folder}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import os
+
+    for var in ("nnUNet_raw", "nnUNet_results"):
+        if not os.environ.get(var):
+            raise UserInputError(f"the environment variable {var} is not set")
+    os.environ.setdefault("nnUNet_extTrainer", str(ext_folder()))  # our verb finds our trainers unasked
+    if not args.input.is_dir():
+        raise UserInputError(f"input folder {args.input} does not exist")
+
+    import torch
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    from nnunet_aneurysm.inference.case_features import CaseFeaturePredictor
+    from nnunet_aneurysm.networks.film import read_metadata_table
+
+    try:
+        dataset = maybe_convert_to_dataset_name(args.dataset)
+    except RuntimeError as err:
+        raise UserInputError(str(err).splitlines()[0]) from None
+    model_dir = Path(get_output_folder(dataset, args.trainer, args.plans, args.configuration))
+    if not model_dir.is_dir():
+        raise UserInputError(f"no trained model in {model_dir}")
+    table = args.metadata or Path(os.environ["nnUNet_raw"]) / dataset / "metadata.csv"
+    metadata = read_metadata_table(table) if table.is_file() else {}
+    if args.device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    predictor = CaseFeaturePredictor(tile_step_size=args.step_size, use_mirroring=not args.disable_tta,
+                                     device=torch.device(args.device), allow_tqdm=not args.disable_progress_bar,
+                                     metadata=metadata)
+    try:
+        predictor.initialize_from_trained_model_folder(str(model_dir), [int(f) if f.isdigit() else f for f in args.f],
+                                                       args.chk)
+    except (ValueError, FileNotFoundError) as err:
+        raise UserInputError(str(err)) from None
+    predictor.predict_from_files(str(args.input), str(args.output), save_probabilities=args.save_probabilities,
+                                 overwrite=True, num_processes_preprocessing=args.npp,
+                                 num_processes_segmentation_export=args.nps)
+    print(f"predictions and <case>_features.json written to {args.output}")
     return 0
 
 
@@ -160,6 +207,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--configuration", default="3d_fullres")
     p.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"])
     p.set_defaults(func=_vessel_channel)
+
+    p = verbs.add_parser("predict", help="nnUNetv2_predict for stage 2, plus per-case features for the stacker",
+                         description="Same flags and outputs as nnUNetv2_predict, and beside each segmentation a "
+                                     "<case>_features.json: per fold, the 14 series-level probabilities (max over "
+                                     "patches), the AKOrN order parameter and the PINN residual. Needs an "
+                                     "AneurysmWaveFormer* trainer.")
+    p.add_argument("-i", "--input", type=Path, required=True, help="folder of images named like imagesTr")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
+    p.add_argument("-tr", "--trainer", default="AneurysmWaveFormerTrainer")
+    p.add_argument("-p", "--plans", default="AneurysmWaveFormerPlans")
+    p.add_argument("-c", "--configuration", required=True)
+    p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], help="folds (default 0 1 2 3 4)")
+    p.add_argument("-chk", default="checkpoint_final.pth")
+    p.add_argument("-step_size", "--step-size", type=float, default=0.5)
+    p.add_argument("--disable_tta", action="store_true")
+    p.add_argument("--save_probabilities", action="store_true")
+    p.add_argument("--metadata", type=Path, default=None,
+                   help="table with case_id, PatientAge, PatientSex, Modality (default: the dataset's metadata.csv)")
+    p.add_argument("-npp", type=int, default=1, help="preprocessing processes")
+    p.add_argument("-nps", type=int, default=1, help="export processes")
+    p.add_argument("-device", "--device", default="cuda", choices=["cpu", "cuda"], help="as nnUNetv2_predict")
+    p.add_argument("--disable_progress_bar", action="store_true")
+    p.set_defaults(func=_predict)
 
     p = verbs.add_parser("demo", help="the main job on synthetic data, end to end on the CPU",
                          description="Generate synthetic RSNA data, convert, plan, preprocess and train both "

@@ -2,7 +2,8 @@
 
 synthetic RSNA folder -> two raw datasets -> stage 1 (SegFormer3D, vessels) planned, preprocessed,
 trained per fold -> out-of-fold vessel channel -> stage 2 (WaveFormer + AKOrN + PINN, aneurysms)
-planned, preprocessed, trained per fold -> five-fold-style prediction with probabilities.
+planned, preprocessed, trained per fold -> fold-ensemble prediction with probabilities and per-case
+features for the stacker (our predict verb: nnU-Net's predictor plus AKOrN and PINN read-outs).
 Each step runs the stock nnU-Net command (or our verb) as a subprocess, exactly as printed.
 """
 
@@ -100,12 +101,12 @@ def run_demo(settings: DemoSettings) -> Path:
             if not target.exists():
                 target.symlink_to(raw / "imagesTr" / target.name)
     out = workdir / "predictions"
-    _run(["nnUNetv2_predict", "-i", str(inputs), "-o", str(out), "-d", str(STAGE2_ID), "-c", "3d_cpu",
+    _run(["nnunet-aneurysm", "predict", "-i", str(inputs), "-o", str(out), "-d", str(STAGE2_ID), "-c", "3d_cpu",
           "-tr", STAGE2[2], "-p", STAGE2[1], "-f", *settings.folds, "-device", "cpu", "--save_probabilities",
           "-npp", "1", "-nps", "1"], env, log)
     results = Path(env["nnUNet_results"])
     print("\nWhat to look at:")
     for png in sorted(results.rglob("progress*.png")):
         print(f"  {png}")
-    print(f"  predictions (segmentations + probabilities): {out}")
+    print(f"  predictions (segmentations, probabilities, <case>_features.json): {out}")
     return out

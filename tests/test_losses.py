@@ -1,7 +1,9 @@
+import numpy as np
 import pytest
 import torch
 
 from nnunet_aneurysm.losses.asymmetric import AsymmetricLoss
+from nnunet_aneurysm.losses.auc_margin import AUCMarginLoss
 from nnunet_aneurysm.losses.balancing import SoftOptimalUncertaintyWeighting, UncertaintyWeighting
 from nnunet_aneurysm.losses.tversky import TverskyCELoss
 from nnunet_aneurysm.trainers.physics_sampling import R3Sampler, sample_in, wall_mask
@@ -93,3 +95,58 @@ def test_physics_guard_keeps_nan_from_the_optimiser():
     assert torch.isfinite(weight.grad).all()
     fine, skipped = finite_or_zero(weight.sum())
     assert not skipped and fine.requires_grad
+
+
+def _saddle(h: np.ndarray, y: np.ndarray, margin: float):
+    """Closed form per label: a, b = class means, alpha = (m - gap)_+, F = p(1-p)(var+ + var- + alpha^2)."""
+    out = []
+    for k in range(h.shape[1]):
+        pos, neg = h[y[:, k] == 1, k], h[y[:, k] == 0, k]
+        p = len(pos) / len(h)
+        alpha = max(0.0, margin - (pos.mean() - neg.mean()))
+        out.append((pos.mean(), neg.mean(), alpha, p * (1 - p) * (pos.var() + neg.var() + alpha**2)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("margin", [1.0, 0.1])
+def test_auc_margin_descent_ascent_reaches_the_closed_form_saddle_point(margin):
+    g = torch.Generator().manual_seed(0)
+    y = (torch.rand(64, 3, generator=g) < 0.3).float()
+    logits = torch.randn(64, 3, generator=g) + 3 * y  # separated scores: at margin 0.1 alpha* is 0
+    loss = AUCMarginLoss(3, margin, prior_momentum=None)
+    optimizer = torch.optim.SGD(loss.parameters(), lr=0.5)
+    for _ in range(3000):
+        optimizer.zero_grad()
+        value = loss(logits, y)
+        value.backward()
+        optimizer.step()
+        loss.ascend(lr=0.5 * 3)  # the loss is a mean over 3 labels; undo that for the dual step size
+    expected = _saddle(torch.sigmoid(logits).numpy(), y.numpy(), margin)
+    np.testing.assert_allclose(loss.a.detach().numpy(), expected[:, 0], atol=1e-3)
+    np.testing.assert_allclose(loss.b.detach().numpy(), expected[:, 1], atol=1e-3)
+    np.testing.assert_allclose(loss.alpha.numpy(), expected[:, 2], atol=1e-3)
+    np.testing.assert_allclose(float(loss(logits, y).detach()), expected[:, 3].mean(), atol=1e-4)
+    assert (expected[:, 2] > 0).all() == (margin == 1.0)
+
+
+def test_auc_margin_training_ranks_positives_above_negatives():
+    from sklearn.metrics import roc_auc_score
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(256, 2, generator=g)
+    y = ((x[:, :1] - 0.5 * x[:, 1:]) > 0.8).float()  # ~20 % positives, linearly separable
+    model = torch.nn.Linear(2, 1)
+    torch.nn.init.constant_(model.weight, 0.0)
+    model.weight.data[0, 1] = 1.0  # starts on an uninformative direction
+    before = roc_auc_score(y.numpy(), model(x).detach().numpy())
+    loss = AUCMarginLoss(1)
+    optimizer = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.1)
+    for _ in range(400):
+        batch = torch.randint(0, 256, (8,), generator=g)  # small batches, often without a positive
+        optimizer.zero_grad()
+        loss(model(x[batch]), y[batch]).backward()
+        optimizer.step()
+        loss.ascend(lr=0.1)
+    after = roc_auc_score(y.numpy(), model(x).detach().numpy())
+    assert before < 0.6 and after > 0.95
+    assert 0.1 < float(loss.prior) < 0.35  # the running positive share approaches the true one

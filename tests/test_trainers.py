@@ -91,19 +91,78 @@ def test_two_fold_prediction_with_probabilities(demo):
         np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-3)
 
 
-@pytest.mark.parametrize("variant", ["AneurysmWaveFormerBaselineTrainer", "AneurysmWaveFormerAKOrNTrainer",
-                                     "AneurysmWaveFormerPINNTrainer"])
+def test_case_features_beside_predictions_match_stock_predict(demo):
+    """Our predict verb writes per-fold features and exactly the predictions stock nnUNetv2_predict writes."""
+    workdir, env, predictions = demo
+    features = sorted(predictions.glob("*_features.json"))
+    assert len(features) == 2
+    for path in features:
+        f = json.loads(path.read_text())
+        assert f["folds"] == ["0", "1"] and len(f["per_fold"]) == 2
+        assert (predictions / f"{f['case_id']}.nii.gz").is_file()
+        for fold in f["per_fold"]:
+            assert fold["patches"] >= 1 and len(fold["class_probabilities"]) == 14
+            assert all(0 <= p <= 1 for p in fold["class_probabilities"].values())
+            assert 0 <= fold["order_parameter"] <= 1
+            assert np.isfinite(fold["pinn_residual"]) and fold["pinn_residual"] > 0
+        assert f["order_parameter"] == pytest.approx(np.mean([x["order_parameter"] for x in f["per_fold"]]))
+    stock = workdir / "stock_predictions"
+    run_cli(["nnUNetv2_predict", "-i", str(workdir / "predict_input"), "-o", str(stock), "-d", str(STAGE2_ID),
+             "-c", "3d_cpu", "-tr", STAGE2[2], "-p", STAGE2[1], "-f", "0", "1", "-device", "cpu",
+             "--save_probabilities", "-npp", "1", "-nps", "1"], env)
+    for path in features:
+        case = path.name[: -len("_features.json")]
+        ours = np.load(predictions / f"{case}.npz")["probabilities"]
+        np.testing.assert_allclose(ours, np.load(stock / f"{case}.npz")["probabilities"], atol=1e-5)
+    assert not list(stock.glob("*_features.json"))
+
+
+def test_predict_refuses_a_model_without_auxiliary_outputs(demo):
+    workdir, env, _ = demo
+    proc = run_cli(["nnunet-aneurysm", "predict", "-i", str(workdir / "predict_input"), "-o", str(workdir / "x"),
+                    "-d", str(VESSELS_ID), "-c", "3d_cpu", "-tr", STAGE1[2], "-p", STAGE1[1], "-f", "0",
+                    "-device", "cpu"], env, check=False)
+    assert proc.returncode == 2 and "AneurysmWaveFormer" in proc.stderr
+
+
+VARIANTS = {  # trainer: (has AKOrN, has PINN, AUC-margin loss)
+    "AneurysmWaveFormerBaselineTrainer": (False, False, False),
+    "AneurysmWaveFormerAKOrNTrainer": (True, False, False),
+    "AneurysmWaveFormerPINNTrainer": (False, True, False),
+    "AneurysmWaveFormerAUCMTrainer": (True, True, True),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_ablation_variants_train_from_the_same_plans(demo, variant):
     _, env, _ = demo
+    akorn, pinn, aucm = VARIANTS[variant]
     run_cli(["nnUNetv2_train", str(STAGE2_ID), "3d_cpu", "2", "-tr", variant, "-p", STAGE2[1], "-device", "cpu"],
             env)
     folder = _results(env, STAGE2_DATASET, variant, STAGE2[1]) / "fold_2"
     checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     keys = checkpoint["network_weights"].keys()
-    assert any("akorn" in k for k in keys) == (variant == "AneurysmWaveFormerAKOrNTrainer")
-    assert any("pinn_head" in k for k in keys) == (variant == "AneurysmWaveFormerPINNTrainer")
-    has_physics = np.isfinite(checkpoint["logging"]["loss_physics"][0])
-    assert has_physics == (variant == "AneurysmWaveFormerPINNTrainer")
+    assert any("akorn" in k for k in keys) == akorn
+    assert any("pinn_head" in k for k in keys) == pinn
+    assert np.isfinite(checkpoint["logging"]["loss_physics"][0]) == pinn
+    class_loss_state = checkpoint["aneurysm_extra_state"]["class_loss"]
+    assert ("alpha" in class_loss_state) == aucm
+    if aucm:  # the dual variable moved (PESG's ascent step ran) and is logged per epoch
+        assert class_loss_state["alpha"].shape == (14,) and (class_loss_state["alpha"] >= 0).all()
+        assert class_loss_state["alpha"].abs().sum() > 0
+        assert checkpoint["logging"]["aucm_alpha"][0] == pytest.approx(float(class_loss_state["alpha"].mean()),
+                                                                       rel=0.5, abs=1e-3)
+    if variant == "AneurysmWaveFormerBaselineTrainer":  # features of a network with neither extra
+        workdir = Path(env["nnUNet_raw"]).parent
+        out = workdir / "baseline_predictions"
+        run_cli(["nnunet-aneurysm", "predict", "-i", str(workdir / "predict_input"), "-o", str(out),
+                 "-d", str(STAGE2_ID), "-c", "3d_cpu", "-tr", variant, "-p", STAGE2[1], "-f", "2", "-device", "cpu"],
+                env)
+        assert len(list(out.glob("*_features.json"))) == 2
+        for path in out.glob("*_features.json"):
+            f = json.loads(path.read_text())
+            assert f["order_parameter"] is None and f["pinn_residual"] is None
+            assert len(f["class_probabilities"]) == 14
 
 
 def _add_configuration(env, name: str, schedule: dict) -> None:
@@ -134,6 +193,26 @@ def test_killed_run_continues_with_c(demo):
     assert len(logged["train_losses"]) == 3 and len(logged["loss_seg"]) == 3
     assert logged["train_losses"][: resumed_from["current_epoch"]] == \
         resumed_from["logging"]["train_losses"][: resumed_from["current_epoch"]]
+
+
+def test_uncertainty_weighting_from_the_plans_learns_and_survives_in_the_checkpoint(demo):
+    _, env, _ = demo
+    _add_configuration(env, "3d_cpu_uw", {"balancer": "uw"})
+    run_cli(["nnUNetv2_train", str(STAGE2_ID), "3d_cpu_uw", "4", "-tr", STAGE2[2], "-p", STAGE2[1], "-device", "cpu"],
+            env)
+    folder = _results(env, STAGE2_DATASET, STAGE2[2], STAGE2[1], "3d_cpu_uw") / "fold_4"
+    checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    log_vars = checkpoint["aneurysm_extra_state"]["balancer"]["log_vars"]
+    assert log_vars.shape == (3,) and log_vars.abs().min() > 0  # in the optimiser: every weight moved
+    assert checkpoint["logging"]["weight_seg"][0] != pytest.approx(1.0, abs=1e-6)
+
+
+def test_uw_with_auc_margin_is_refused_with_a_reason(demo):
+    _, env, _ = demo
+    _add_configuration(env, "3d_cpu_uw_aucm", {"balancer": "uw", "class_loss": "aucm"})
+    proc = run_cli(["nnUNetv2_train", str(STAGE2_ID), "3d_cpu_uw_aucm", "4", "-tr", STAGE2[2], "-p", STAGE2[1],
+                    "-device", "cpu"], env, check=False)
+    assert proc.returncode != 0 and "uwso" in proc.stderr
 
 
 def test_seeded_runs_repeat_their_first_iterations(demo):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -20,6 +23,16 @@ def encode_metadata(age: float | None, sex: str | None, modality: str | None) ->
     if modality in MODALITIES:
         vec[3 + MODALITIES.index(modality)] = 1.0
     return vec
+
+
+def read_metadata_table(path: Path) -> dict[str, np.ndarray]:
+    """case_id -> metadata vector, from the converter's ``metadata.csv`` (or a table like it)."""
+    table = pd.read_csv(path, dtype={"case_id": str})
+    missing = {"case_id", "PatientAge", "PatientSex", "Modality"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path} lacks the columns {sorted(missing)}")
+    return {row.case_id: encode_metadata(row.PatientAge, row.PatientSex, row.Modality)
+            for row in table.itertuples()}
 
 
 class FiLM(nn.Module):

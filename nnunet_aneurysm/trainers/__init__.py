@@ -4,10 +4,12 @@ from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
 from nnunet_aneurysm.trainers.segformer3d import AneurysmSegFormer3DTrainer
 from nnunet_aneurysm.trainers.waveformer import (
     AneurysmWaveFormerAKOrNTrainer,
+    AneurysmWaveFormerAUCMTrainer,
     AneurysmWaveFormerBaselineTrainer,
     AneurysmWaveFormerPINNTrainer,
     AneurysmWaveFormerTrainer,
 )
 
 __all__ = ["AneurysmTrainerBase", "AneurysmSegFormer3DTrainer", "AneurysmWaveFormerTrainer",
-           "AneurysmWaveFormerBaselineTrainer", "AneurysmWaveFormerAKOrNTrainer", "AneurysmWaveFormerPINNTrainer"]
+           "AneurysmWaveFormerBaselineTrainer", "AneurysmWaveFormerAKOrNTrainer", "AneurysmWaveFormerPINNTrainer",
+           "AneurysmWaveFormerAUCMTrainer"]

@@ -68,8 +68,29 @@ class AneurysmTrainerBase(nnUNetTrainer):
         `--c` cannot load. Write beside it and rename: the old checkpoint stays whole until the new one is."""
         partial = f"{filename}.partial"
         super().save_checkpoint(partial)
-        if os.path.exists(partial):
-            os.replace(partial, filename)
+        if not os.path.exists(partial):
+            return
+        extra = self.extra_checkpoint_state()
+        if extra:  # nnU-Net's checkpoint has no slot for loss modules; add one (a small re-write)
+            checkpoint = torch.load(partial, map_location="cpu", weights_only=False)
+            checkpoint["aneurysm_extra_state"] = extra
+            torch.save(checkpoint, partial)
+        os.replace(partial, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        super().load_checkpoint(filename_or_checkpoint)  # nnU-Net 2.8.1 accepts a file name only
+        if not self.extra_checkpoint_state():
+            return
+        checkpoint = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False)
+        if checkpoint.get("aneurysm_extra_state"):
+            self.restore_extra_checkpoint_state(checkpoint["aneurysm_extra_state"])
+
+    def extra_checkpoint_state(self) -> dict:
+        """State outside the network and optimiser that ``--c`` must restore (learnt loss weights...)."""
+        return {}
+
+    def restore_extra_checkpoint_state(self, state: dict) -> None:
+        pass
 
     def plain_network(self) -> nn.Module:
         """The network without DDP / torch.compile wrappers."""

@@ -7,9 +7,10 @@ Targets of the classification head come from the label patch: location k is pres
 voxel of the patch carries label k; 'Aneurysm Present' if any does. Metadata (age, sex,
 modality) come from the converter's ``metadata.csv`` by case id and enter through FiLM.
 
-Mirroring is switched off in augmentation and test-time augmentation: flipping a head swaps
-left and right, and a mirrored image with unswapped location labels would teach the network
-wrong sides.
+nnU-Net's mirroring is switched off in augmentation and test-time augmentation: flipping a head
+swaps left and right, and a mirrored image with unswapped location labels would teach the network
+wrong sides. In its place, ``left_right.py`` flips along each case's own left-right axis and swaps
+the location labels to their partners (probability ``left_right_flip_probability``).
 
 Variants are one ``-tr`` apart: ``AneurysmWaveFormerBaselineTrainer`` (neither AKOrN nor PINN),
 ``AneurysmWaveFormerAKOrNTrainer``, ``AneurysmWaveFormerPINNTrainer``, ``AneurysmWaveFormerTrainer``
@@ -22,8 +23,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
+from batchgenerators.utilities.file_and_folder_operations import load_pickle
 from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.helpers import dummy_context
@@ -31,11 +32,15 @@ from torch import autocast
 
 from nnunet_aneurysm.labels import NUM_LOCATIONS
 from nnunet_aneurysm.losses.asymmetric import AsymmetricLoss
+from nnunet_aneurysm.losses.auc_margin import AUCMarginLoss
 from nnunet_aneurysm.losses.balancing import BALANCERS
 from nnunet_aneurysm.losses.physics import physics_loss
-from nnunet_aneurysm.networks.film import METADATA_DIM, encode_metadata
+from nnunet_aneurysm.networks.film import METADATA_DIM, read_metadata_table
 from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
+from nnunet_aneurysm.trainers.left_right import flip_left_right, left_right_axis
 from nnunet_aneurysm.trainers.physics_sampling import R3Sampler, sample_in, vessel_mask, wall_mask
+
+CLASS_LOSSES = {"asl": AsymmetricLoss, "aucm": lambda: AUCMarginLoss(NUM_LOCATIONS + 1)}
 
 
 def finite_or_zero(loss: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -56,12 +61,14 @@ def patch_targets(label: torch.Tensor) -> torch.Tensor:
 class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
     use_akorn = True
     use_pinn = True
-    balancer_name = "uwso"  # or "uw" (Kendall); UW-SO has no state to lose on --c
+    balancer_name = "uwso"  # or "uw" (Kendall); plans may override: trainer_schedule["balancer"]
+    class_loss_name = "asl"  # or "aucm" (AUC margin + PESG dual step); trainer_schedule["class_loss"]
     collocation_points = 2048
     wall_points = 256
     reynolds_start, reynolds_end = 10.0, 200.0
     continuity_only_fraction = 0.2  # of the epochs, before the momentum terms switch on
     physics_dtype = torch.float64
+    left_right_flip_probability = 0.5
     extra_metrics = ("loss_seg", "loss_cls", "loss_physics", "weight_seg", "weight_cls", "weight_physics",
                      "order_parameter", "physics_skipped")
 
@@ -76,34 +83,72 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
                                       num_input_channels, num_output_channels, allow_init=True,
                                       deep_supervision=enable_deep_supervision)
 
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        schedule = self.configuration_manager.configuration.get("trainer_schedule", {})
+        self.balancer_name = schedule.get("balancer", self.balancer_name)
+        self.class_loss_name = schedule.get("class_loss", self.class_loss_name)
+        if self.balancer_name not in BALANCERS or self.class_loss_name not in CLASS_LOSSES:
+            raise ValueError(f"balancer must be one of {sorted(BALANCERS)} (got {self.balancer_name!r}), "
+                             f"class_loss one of {sorted(CLASS_LOSSES)} (got {self.class_loss_name!r})")
+        if (self.balancer_name, self.class_loss_name) == ("uw", "aucm"):
+            raise ValueError("uncertainty weighting ('uw') needs losses bounded below; the AUC-margin loss is a "
+                             "min-max objective that can go negative: use balancer 'uwso' with it")
+        if self.class_loss_name == "aucm":
+            self.extra_metrics = (*self.extra_metrics, "aucm_alpha")
+            self.logger.local_logger.my_fantastic_logging.setdefault("aucm_alpha", [])
+
     def initialize(self):
-        super().initialize()
+        # before super(), which builds the optimiser: learnt loss parameters must be in it
         names = ["seg", "cls"] + (["physics"] if self.use_pinn else [])
         self.balancer = BALANCERS[self.balancer_name](names).to(self.device)
-        self.class_loss = AsymmetricLoss()
+        self.class_loss = CLASS_LOSSES[self.class_loss_name]().to(self.device)
+        super().initialize()
         self.sampler = R3Sampler(self.collocation_points)
         self.metadata = self._load_metadata()
+        self._left_right_axes: dict[str, int] = {}
 
     def configure_optimizers(self):
         optimizer, scheduler = super().configure_optimizers()
-        balancer = getattr(self, "balancer", None)
-        if balancer is not None and any(True for _ in balancer.parameters()):
-            optimizer.add_param_group({"params": list(balancer.parameters()), "weight_decay": 0.0})
+        learnt = [p for module in (self.balancer, self.class_loss) for p in module.parameters()]
+        if learnt:
+            optimizer.add_param_group({"params": learnt, "weight_decay": 0.0})
         return optimizer, scheduler
+
+    def extra_checkpoint_state(self) -> dict:
+        return {"balancer": self.balancer.state_dict(), "class_loss": self.class_loss.state_dict()}
+
+    def restore_extra_checkpoint_state(self, state: dict) -> None:
+        self.balancer.load_state_dict(state["balancer"])
+        self.class_loss.load_state_dict(state["class_loss"])
 
     def _load_metadata(self) -> dict[str, np.ndarray]:
         path = Path(os.environ.get("nnUNet_raw", "")) / self.plans_manager.dataset_name / "metadata.csv"
         if not path.is_file():
             self.print_to_log_file(f"no {path}: metadata enter FiLM as zeros")
             return {}
-        table = pd.read_csv(path, dtype={"case_id": str})
-        return {row.case_id: encode_metadata(row.PatientAge, row.PatientSex, row.Modality)
-                for row in table.itertuples()}
+        return read_metadata_table(path)
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         rotation, dummy_2d, initial_patch, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         self.inference_allowed_mirroring_axes = None
         return rotation, dummy_2d, initial_patch, None
+
+    def left_right_axis(self, key: str) -> int:
+        if key not in self._left_right_axes:
+            properties = load_pickle(os.path.join(self.preprocessed_dataset_folder, f"{key}.pkl"))
+            self._left_right_axes[key] = left_right_axis(properties["sitk_stuff"]["direction"],
+                                                         self.plans_manager.transpose_forward)
+        return self._left_right_axes[key]
+
+    def _maybe_flip_left_right(self, data, target, keys):
+        flip = [bool(f) for f in np.random.random_sample(len(keys)) < self.left_right_flip_probability]
+        if not any(flip):
+            return data, target
+        targets = target if isinstance(target, list) else [target]
+        data, targets = flip_left_right(data, targets, [self.left_right_axis(str(k)) for k in keys], flip)
+        return data, targets if isinstance(target, list) else targets[0]
 
     def _metadata_tensor(self, keys) -> torch.Tensor:
         rows = [self.metadata.get(str(k), np.zeros(METADATA_DIM, np.float32)) for k in keys]
@@ -134,8 +179,11 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
             else target.to(self.device, non_blocking=True)
+        keys = batch.get("keys", [""] * data.shape[0])
+        if self.left_right_flip_probability > 0 and "keys" in batch:
+            data, target = self._maybe_flip_left_right(data, target, keys)
         full_target = target[0] if isinstance(target, list) else target
-        metadata = self._metadata_tensor(batch.get("keys", [""] * data.shape[0]))
+        metadata = self._metadata_tensor(keys)
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             seg, aux = self.network(data, metadata=metadata, return_aux=True)
@@ -155,10 +203,14 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
             total.backward()
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
             self.optimizer.step()
+        if isinstance(self.class_loss, AUCMarginLoss):
+            self.class_loss.ascend(self.optimizer.param_groups[0]["lr"])
         out = {"loss": total.detach().cpu().numpy(), "physics_skipped": float(skipped)}
         for name, value in losses.items():
             out[f"loss_{name}"] = float(value.detach())
             out[f"weight_{name}"] = weights[name]
+        if isinstance(self.class_loss, AUCMarginLoss):
+            out["aucm_alpha"] = float(self.class_loss.alpha.mean())
         order = aux.get("order_parameter")
         out["order_parameter"] = float(order.mean().detach()) if order is not None else float("nan")
         return out
@@ -184,6 +236,12 @@ class AneurysmWaveFormerAKOrNTrainer(AneurysmWaveFormerTrainer):
     """WaveFormer + AKOrN layers, no PINN head."""
 
     use_pinn = False
+
+
+class AneurysmWaveFormerAUCMTrainer(AneurysmWaveFormerTrainer):
+    """The full model with the AUC-margin classification loss in place of ASL."""
+
+    class_loss_name = "aucm"
 
 
 class AneurysmWaveFormerPINNTrainer(AneurysmWaveFormerTrainer):
