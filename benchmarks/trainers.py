@@ -1,5 +1,8 @@
 """Seconds per training iteration of our trainers vs nnU-Net's default trainer, same data and patch.
 
+The baseline is ``AneurysmScheduledNNUNetTrainer``: nnU-Net's trainer and PlainConvUNet as its
+planner configures them for the patch, reading only the one-epoch schedule from the plans.
+
 Uses a finished demo folder (``nnunet-aneurysm demo --workdir W``): adds one configuration per
 network to the stage-2 plans (same patch, same batch, a 1-epoch schedule), runs stock
 ``nnUNetv2_train`` for each trainer on CPU, and reads the epoch duration nnU-Net logged.
@@ -53,7 +56,7 @@ def main():
     waveformer = plans["configurations"]["3d_fullres"]["architecture"]
     segformer = {"network_class_name": "nnunet_aneurysm.networks.segformer3d.SegFormer3D", "arch_kwargs": {},
                  "_kw_requires_import": []}
-    runs = [("nnUNetTrainer", plain_conv_unet_architecture(args.patch)),
+    runs = [("AneurysmScheduledNNUNetTrainer", plain_conv_unet_architecture(args.patch)),
             ("AneurysmSegFormer3DTrainer", segformer),
             ("AneurysmWaveFormerBaselineTrainer", waveformer),
             ("AneurysmWaveFormerAKOrNTrainer", waveformer),
@@ -76,7 +79,7 @@ def main():
         epoch = logged["epoch_end_timestamps"][0] - logged["epoch_start_timestamps"][0]
         seconds[trainer] = epoch / (args.iterations + 1)
         print(f"{trainer:36s} {seconds[trainer]:6.2f} s/iteration", flush=True)
-    base = seconds["nnUNetTrainer"]
+    base = seconds["AneurysmScheduledNNUNetTrainer"]
     print(f"\npatch {args.patch}, batch 2, CPU, {torch.get_num_threads()} threads; one epoch of {args.iterations} "
           f"training + 1 validation iteration, data loading included")
     for trainer, value in seconds.items():

@@ -64,3 +64,30 @@ def test_unknown_trainer_gives_nnunets_error(planned, nnunet_env):
     assert "Could not find requested nnunet trainer AneurysmNoSuchTrainer" in proc.stderr
     frames = [line for line in proc.stderr.splitlines() if line.strip().startswith('File "')]
     assert frames and not [f for f in frames if "nnunet_aneurysm" in f]  # nnU-Net's error, not ours
+
+
+@pytest.mark.integration
+def test_scheduled_baseline_is_nnunets_trainer_on_the_plans_schedule(planned, nnunet_env):
+    """The baseline of our benchmarks: nnU-Net's trainer and PlainConvUNet, only the schedule from the plans."""
+    import torch
+
+    plans_file = Path(nnunet_env["nnUNet_preprocessed"]) / "Dataset990_Tiny" / f"{PLANS}.json"
+    plans = json.loads(plans_file.read_text())
+    n = 3
+    plans["configurations"]["3d_cpu_plain"] = {"inherits_from": "3d_cpu", "architecture": {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {"n_stages": n, "features_per_stage": [8, 16, 32], "conv_op": "torch.nn.modules.conv.Conv3d",
+                        "kernel_sizes": [[3, 3, 3]] * n, "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n - 1),
+                        "n_conv_per_stage": [1] * n, "n_conv_per_stage_decoder": [1] * (n - 1), "conv_bias": True,
+                        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                        "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None,
+                        "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}},
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}}
+    plans_file.write_text(json.dumps(plans, indent=2))
+    trainer = "AneurysmScheduledNNUNetTrainer"
+    run_cli(["nnUNetv2_train", str(DATASET), "3d_cpu_plain", "0", "-tr", trainer, "-p", PLANS, "-device", "cpu"],
+            nnunet_env)
+    folder = Path(nnunet_env["nnUNet_results"]) / "Dataset990_Tiny" / f"{trainer}__{PLANS}__3d_cpu_plain" / "fold_0"
+    checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert len(checkpoint["logging"]["train_losses"]) == 1  # the plans' one epoch, not nnU-Net's 1000
+    assert any(k.startswith("encoder.stages") for k in checkpoint["network_weights"])

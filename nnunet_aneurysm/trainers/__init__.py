@@ -1,6 +1,6 @@
 """nnUNetTrainer subclasses; every class name starts with ``Aneurysm`` to stay globally unique."""
 
-from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
+from nnunet_aneurysm.trainers.base import AneurysmScheduledNNUNetTrainer, AneurysmTrainerBase
 from nnunet_aneurysm.trainers.segformer3d import AneurysmSegFormer3DTrainer
 from nnunet_aneurysm.trainers.waveformer import (
     AneurysmWaveFormerAKOrNTrainer,
@@ -10,6 +10,6 @@ from nnunet_aneurysm.trainers.waveformer import (
     AneurysmWaveFormerTrainer,
 )
 
-__all__ = ["AneurysmTrainerBase", "AneurysmSegFormer3DTrainer", "AneurysmWaveFormerTrainer",
-           "AneurysmWaveFormerBaselineTrainer", "AneurysmWaveFormerAKOrNTrainer", "AneurysmWaveFormerPINNTrainer",
-           "AneurysmWaveFormerAUCMTrainer"]
+__all__ = ["AneurysmTrainerBase", "AneurysmScheduledNNUNetTrainer", "AneurysmSegFormer3DTrainer",
+           "AneurysmWaveFormerTrainer", "AneurysmWaveFormerBaselineTrainer", "AneurysmWaveFormerAKOrNTrainer",
+           "AneurysmWaveFormerPINNTrainer", "AneurysmWaveFormerAUCMTrainer"]

@@ -41,20 +41,37 @@ def cpu_training_threads() -> int:
     return max(1, (os.cpu_count() or 1) - get_allowed_n_proc_DA())
 
 
+def apply_trainer_schedule(trainer: nnUNetTrainer, fold) -> None:
+    """Epochs, iterations, save interval and seed from the configuration's ``trainer_schedule``;
+    CPU threads left over by the augmentation workers."""
+    schedule = trainer.configuration_manager.configuration.get("trainer_schedule", {})
+    for key in SCHEDULE_KEYS:
+        if key in schedule:
+            setattr(trainer, key, int(schedule[key]))
+    if "seed" in schedule:
+        seed_everything(int(schedule["seed"]) + int(fold if str(fold).isdigit() else 0))
+    if trainer.device.type == "cpu":
+        torch.set_num_threads(cpu_training_threads())
+
+
+class AneurysmScheduledNNUNetTrainer(nnUNetTrainer):
+    """nnU-Net's default trainer, unchanged but for reading ``trainer_schedule`` from the plans:
+    the baseline of our ablations and benchmarks on the short CPU configurations (stock
+    ``nnUNetTrainer`` would run 1000 epochs of 250 iterations there)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        apply_trainer_schedule(self, fold)
+
+
 class AneurysmTrainerBase(nnUNetTrainer):
     extra_metrics: tuple[str, ...] = ()  # logged once per epoch by subclasses
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        schedule = self.configuration_manager.configuration.get("trainer_schedule", {})
-        for key in SCHEDULE_KEYS:
-            if key in schedule:
-                setattr(self, key, int(schedule[key]))
-        if "seed" in schedule:
-            seed_everything(int(schedule["seed"]) + int(fold if str(fold).isdigit() else 0))
-        if self.device.type == "cpu":
-            torch.set_num_threads(cpu_training_threads())
+        apply_trainer_schedule(self, fold)
         for key in self.extra_metrics:
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
 
