@@ -14,14 +14,10 @@ class UserInputError(Exception):
     """Bad input from the user: printed as one line, exit status 2, no traceback."""
 
 
-def ext_folder() -> Path:
-    from nnunet_aneurysm import nnunet_ext
-
-    return Path(nnunet_ext.__file__).resolve().parent
-
-
 def _ext_path(args: argparse.Namespace) -> int:
-    print(ext_folder())
+    from nnunet_aneurysm.nnunet_ext import FOLDER
+
+    print(FOLDER)
     return 0
 
 
@@ -98,7 +94,9 @@ def _predict(args: argparse.Namespace) -> int:
     for var in ("nnUNet_raw", "nnUNet_results"):
         if not os.environ.get(var):
             raise UserInputError(f"the environment variable {var} is not set")
-    os.environ.setdefault("nnUNet_extTrainer", str(ext_folder()))  # our verb finds our trainers unasked
+    from nnunet_aneurysm.nnunet_ext import FOLDER
+
+    os.environ.setdefault("nnUNet_extTrainer", str(FOLDER))  # our verb finds our trainers unasked
     if not args.input.is_dir():
         raise UserInputError(f"input folder {args.input} does not exist")
 

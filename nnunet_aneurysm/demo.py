@@ -40,9 +40,9 @@ def demo_environment(workdir: Path) -> dict[str, str]:
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (workdir / name).mkdir(parents=True, exist_ok=True)
         env[name] = str(workdir / name)
-    from nnunet_aneurysm import nnunet_ext
+    from nnunet_aneurysm.nnunet_ext import FOLDER
 
-    env["nnUNet_extTrainer"] = str(Path(nnunet_ext.__file__).resolve().parent)
+    env["nnUNet_extTrainer"] = str(FOLDER)
     env.setdefault("nnUNet_n_proc_DA", "0")
     env.setdefault("nnUNet_def_n_proc", "1")
     return env

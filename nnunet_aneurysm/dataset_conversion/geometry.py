@@ -54,11 +54,19 @@ def to_sitk(array: np.ndarray, geometry: Geometry) -> sitk.Image:
     return img
 
 
-def from_sitk(img: sitk.Image) -> tuple[np.ndarray, Geometry]:
+def geometry_of(img: sitk.Image | sitk.ImageFileReader) -> Geometry:
+    """From an image, or from a reader after ``ReadImageInformation()`` (the header alone)."""
     direction = np.array(img.GetDirection()).reshape(3, 3)
     sx, sy, sz = img.GetSpacing()
-    geometry = Geometry(np.array(img.GetOrigin()), direction[:, 0], direction[:, 1], (sz, sy, sx))
-    return sitk.GetArrayFromImage(img), geometry
+    return Geometry(np.array(img.GetOrigin()), direction[:, 0], direction[:, 1], (sz, sy, sx))
+
+
+def read_geometry(path: Path | str) -> Geometry:
+    """The grid of an image file without reading its voxels."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return geometry_of(reader)
 
 
 def write_nifti(array: np.ndarray, geometry: Geometry, path: Path | str) -> None:

@@ -26,6 +26,7 @@ from nnunet_aneurysm.labels import LOCATIONS, PRESENT_COLUMN
 from nnunet_aneurysm.losses.physics import navier_stokes_residual
 from nnunet_aneurysm.networks.film import METADATA_DIM
 from nnunet_aneurysm.trainers.physics_sampling import sample_in, vessel_mask
+from nnunet_aneurysm.trainers.waveformer import AneurysmWaveFormerTrainer
 
 OUTPUT_NAMES = [loc.name for loc in LOCATIONS] + [PRESENT_COLUMN]
 FEATURES_SUFFIX = "_features.json"
@@ -33,7 +34,7 @@ FEATURES_SUFFIX = "_features.json"
 
 class CaseFeaturePredictor(nnUNetPredictor):
     def __init__(self, *args, metadata: dict[str, np.ndarray] | None = None, physics_points: int = 512,
-                 reynolds: float = 200.0, seed: int = 0, **kwargs):
+                 reynolds: float = AneurysmWaveFormerTrainer.reynolds_end, seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.metadata = metadata or {}
         self.physics_points = physics_points
@@ -81,21 +82,21 @@ class CaseFeaturePredictor(nnUNetPredictor):
         return logits
 
     def patch_statistics(self, x: torch.Tensor, aux: dict) -> dict:
+        mask = vessel_mask(x)
         stats = {"class_probabilities": torch.sigmoid(aux["class_logits"].float()).amax(0).cpu().numpy(),
-                 "vessel_voxels": float(vessel_mask(x).sum())}
+                 "vessel_voxels": float(mask.sum())}
         order = aux.get("order_parameter")
         stats["order_parameter"] = float(order.float().mean()) if order is not None else None
-        head = getattr(self.network, "pinn_head", None) or getattr(getattr(self.network, "_orig_mod", None),
-                                                                    "pinn_head", None)
-        stats["pinn_residual"] = self._pinn_residual(head, x, aux["pinn_features"]) if head is not None else None
+        head = self.network.pinn_head  # torch.compile's wrapper forwards attributes too
+        stats["pinn_residual"] = self._pinn_residual(head, mask, aux["pinn_features"]) if head is not None else None
         return stats
 
-    def _pinn_residual(self, head, x: torch.Tensor, features: torch.Tensor) -> float:
+    def _pinn_residual(self, head, mask: torch.Tensor, features: torch.Tensor) -> float:
         """Mean Navier-Stokes residual norm at points drawn in the patch's vessel channel."""
-        generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        generator = torch.Generator(device=mask.device).manual_seed(self.seed)
         with torch.inference_mode(False), torch.enable_grad():
-            features = features.clone().float()
-            coords = sample_in(vessel_mask(x.clone()), self.physics_points, generator)
+            features = features.clone().float()  # out of inference mode, so autograd may use it
+            coords = sample_in(mask, self.physics_points, generator)
             coords = coords.to(torch.float64).requires_grad_(True)
             residual = navier_stokes_residual(head(coords, features), coords, self.reynolds)
             return float(residual.detach().norm(dim=-1).mean())

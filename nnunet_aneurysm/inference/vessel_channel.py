@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
-from nnunet_aneurysm.dataset_conversion.geometry import from_sitk, write_nifti
+from nnunet_aneurysm.dataset_conversion.geometry import read_geometry, write_nifti
 
 FILE_ENDING = ".nii.gz"
 
@@ -72,8 +71,7 @@ def add_vessel_channel(raw: Path, aneurysms_dataset: str, output_dataset: str, m
             image = src / "imagesTr" / f"{case}_0000{FILE_ENDING}"
             target = dst / "imagesTr" / f"{case}_0001{FILE_ENDING}"
             if not target.is_file():  # resumable: written atomically, skipped when present
-                _, geometry = from_sitk(sitk.ReadImage(str(image)))
-                write_nifti(vessel_probability(predictor, image), geometry, target)
+                write_nifti(vessel_probability(predictor, image), read_geometry(image), target)
             shutil.copyfile(image, dst / "imagesTr" / image.name)
             shutil.copyfile(src / "labelsTr" / f"{case}{FILE_ENDING}", dst / "labelsTr" / f"{case}{FILE_ENDING}")
             bar.update()

@@ -72,7 +72,10 @@ class AneurysmTrainerBase(nnUNetTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         apply_trainer_schedule(self, fold)
-        for key in self.extra_metrics:
+
+    def initialize(self):
+        super().initialize()
+        for key in self.extra_metrics:  # after __init__, where subclasses may still add metrics
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
 
     def _do_i_compile(self) -> bool:
@@ -88,7 +91,7 @@ class AneurysmTrainerBase(nnUNetTrainer):
         if not os.path.exists(partial):
             return
         extra = self.extra_checkpoint_state()
-        if extra:  # nnU-Net's checkpoint has no slot for loss modules; add one (a small re-write)
+        if extra:  # nnU-Net's checkpoint has no slot for loss modules; add one (a re-write, only then)
             checkpoint = torch.load(partial, map_location="cpu", weights_only=False)
             checkpoint["aneurysm_extra_state"] = extra
             torch.save(checkpoint, partial)
@@ -99,11 +102,11 @@ class AneurysmTrainerBase(nnUNetTrainer):
         if not self.extra_checkpoint_state():
             return
         checkpoint = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False)
-        if checkpoint.get("aneurysm_extra_state"):
-            self.restore_extra_checkpoint_state(checkpoint["aneurysm_extra_state"])
+        self.restore_extra_checkpoint_state(checkpoint.get("aneurysm_extra_state", {}))
 
     def extra_checkpoint_state(self) -> dict:
-        """State outside the network and optimiser that ``--c`` must restore (learnt loss weights...)."""
+        """State outside the network and optimiser that ``--c`` must restore (learnt loss weights...);
+        empty when there is none, so that checkpoints are written once."""
         return {}
 
     def restore_extra_checkpoint_state(self, state: dict) -> None:

@@ -97,7 +97,6 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
                              "min-max objective that can go negative: use balancer 'uwso' with it")
         if self.class_loss_name == "aucm":
             self.extra_metrics = (*self.extra_metrics, "aucm_alpha")
-            self.logger.local_logger.my_fantastic_logging.setdefault("aucm_alpha", [])
 
     def initialize(self):
         # before super(), which builds the optimiser: learnt loss parameters must be in it
@@ -116,12 +115,22 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
             optimizer.add_param_group({"params": learnt, "weight_decay": 0.0})
         return optimizer, scheduler
 
+    def _loss_modules(self) -> dict:
+        return {"balancer": self.balancer, "class_loss": self.class_loss}
+
     def extra_checkpoint_state(self) -> dict:
-        return {"balancer": self.balancer.state_dict(), "class_loss": self.class_loss.state_dict()}
+        """Only modules with learnt state: UW-SO and ASL have none, and then nothing is added."""
+        states = {name: module.state_dict() for name, module in self._loss_modules().items()}
+        return {name: state for name, state in states.items() if state}
 
     def restore_extra_checkpoint_state(self, state: dict) -> None:
-        self.balancer.load_state_dict(state["balancer"])
-        self.class_loss.load_state_dict(state["class_loss"])
+        for name, module in self._loss_modules().items():
+            if not module.state_dict():
+                continue
+            if name not in state:
+                raise RuntimeError(f"the checkpoint holds no learnt state for the {name} "
+                                   f"({type(module).__name__}); was it trained with other loss settings?")
+            module.load_state_dict(state[name])
 
     def _load_metadata(self) -> dict[str, np.ndarray]:
         path = Path(os.environ.get("nnUNet_raw", "")) / self.plans_manager.dataset_name / "metadata.csv"
