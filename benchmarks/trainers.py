@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from nnunet_aneurysm.demo import STAGE2, STAGE2_ID, demo_environment
-
-DATASET = "Dataset103_RSNAAneurysmsWithVessels"
+from nnunet_aneurysm.demo import STAGE2_DATASET as DATASET
+from nnunet_aneurysm.demo import STAGE2_ID, demo_environment
+from nnunet_aneurysm.stages import BASELINE_TRAINER, STAGE1, STAGE2
 
 
 def plain_conv_unet_architecture(patch) -> dict:
@@ -49,15 +49,15 @@ def main():
     parser.add_argument("--iterations", type=int, default=10)
     args = parser.parse_args()
     env = demo_environment(args.workdir.resolve())
-    plans_file = Path(env["nnUNet_preprocessed"]) / DATASET / f"{STAGE2[1]}.json"
+    plans_file = Path(env["nnUNet_preprocessed"]) / DATASET / f"{STAGE2.plans}.json"
     plans = json.loads(plans_file.read_text())
     schedule = {"num_epochs": 1, "num_iterations_per_epoch": args.iterations, "num_val_iterations_per_epoch": 1,
                 "save_every": 1, "seed": 0}
     waveformer = plans["configurations"]["3d_fullres"]["architecture"]
     segformer = {"network_class_name": "nnunet_aneurysm.networks.segformer3d.SegFormer3D", "arch_kwargs": {},
                  "_kw_requires_import": []}
-    runs = [("AneurysmScheduledNNUNetTrainer", plain_conv_unet_architecture(args.patch)),
-            ("AneurysmSegFormer3DTrainer", segformer),
+    runs = [(BASELINE_TRAINER, plain_conv_unet_architecture(args.patch)),
+            (STAGE1.trainer, segformer),
             ("AneurysmWaveFormerBaselineTrainer", waveformer),
             ("AneurysmWaveFormerAKOrNTrainer", waveformer),
             ("AneurysmWaveFormerPINNTrainer", waveformer),
@@ -72,14 +72,14 @@ def main():
     for trainer, _ in runs:
         configuration = f"bench_{trainer}"
         argv = [str(Path(sys.executable).parent / "nnUNetv2_train"), str(STAGE2_ID), configuration, "0",
-                "-tr", trainer, "-p", STAGE2[1], "-device", "cpu"]
+                "-tr", trainer, "-p", STAGE2.plans, "-device", "cpu"]
         subprocess.run(argv, env=env, check=True, capture_output=True)
-        folder = Path(env["nnUNet_results"]) / DATASET / f"{trainer}__{STAGE2[1]}__{configuration}" / "fold_0"
+        folder = Path(env["nnUNet_results"]) / DATASET / f"{trainer}__{STAGE2.plans}__{configuration}" / "fold_0"
         logged = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
         epoch = logged["epoch_end_timestamps"][0] - logged["epoch_start_timestamps"][0]
         seconds[trainer] = epoch / (args.iterations + 1)
         print(f"{trainer:36s} {seconds[trainer]:6.2f} s/iteration", flush=True)
-    base = seconds["AneurysmScheduledNNUNetTrainer"]
+    base = seconds[BASELINE_TRAINER]
     print(f"\npatch {args.patch}, batch 2, CPU, {torch.get_num_threads()} threads; one epoch of {args.iterations} "
           f"training + 1 validation iteration, data loading included")
     for trainer, value in seconds.items():

@@ -9,9 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-class UserInputError(Exception):
-    """Bad input from the user: printed as one line, exit status 2, no traceback."""
+from nnunet_aneurysm.nnunet_env import UserInputError
 
 
 def _ext_path(args: argparse.Namespace) -> int:
@@ -63,25 +61,16 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _vessel_channel(args: argparse.Namespace) -> int:
-    import os
-
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
-
     from nnunet_aneurysm.inference.vessel_channel import add_vessel_channel
+    from nnunet_aneurysm.nnunet_env import dataset_name, model_folder, require_env
+    from nnunet_aneurysm.stages import stage2_dataset_name
 
-    for var in ("nnUNet_raw", "nnUNet_results"):
-        if not os.environ.get(var):
-            raise UserInputError(f"the environment variable {var} is not set")
+    raw = require_env("nnUNet_raw", "nnUNet_results")["nnUNet_raw"]
+    aneurysms = dataset_name(args.aneurysms)
+    model_dir = model_folder(args.vessels, args.trainer, args.plans, args.configuration)
     try:
-        vessels = maybe_convert_to_dataset_name(args.vessels)
-        aneurysms = maybe_convert_to_dataset_name(args.aneurysms)
-    except RuntimeError as err:
-        raise UserInputError(str(err).splitlines()[0]) from None
-    model_dir = Path(get_output_folder(vessels, args.trainer, args.plans, args.configuration))
-    output = f"Dataset{args.output_id:03d}_{aneurysms.split('_', 1)[1]}WithVessels"
-    try:
-        folder = add_vessel_channel(Path(os.environ["nnUNet_raw"]), aneurysms, output, model_dir, args.device)
+        folder = add_vessel_channel(raw, aneurysms, stage2_dataset_name(args.output_id, aneurysms), model_dir,
+                                    args.device)
     except FileNotFoundError as err:
         raise UserInputError(str(err)) from None
     print(f"wrote {folder}")
@@ -91,31 +80,21 @@ def _vessel_channel(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import os
 
-    for var in ("nnUNet_raw", "nnUNet_results"):
-        if not os.environ.get(var):
-            raise UserInputError(f"the environment variable {var} is not set")
-    from nnunet_aneurysm.nnunet_ext import FOLDER
+    from nnunet_aneurysm.nnunet_env import dataset_name, model_folder, our_trainers_visible, require_env
 
-    os.environ.setdefault("nnUNet_extTrainer", str(FOLDER))  # our verb finds our trainers unasked
+    raw = require_env("nnUNet_raw", "nnUNet_results")["nnUNet_raw"]
+    our_trainers_visible()
     if not args.input.is_dir():
         raise UserInputError(f"input folder {args.input} does not exist")
+    model_dir = model_folder(args.dataset, args.trainer, args.plans, args.configuration)
 
     import torch
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
 
     from nnunet_aneurysm.inference.case_features import CaseFeaturePredictor
-    from nnunet_aneurysm.networks.film import read_metadata_table
+    from nnunet_aneurysm.metadata import MetadataTable
 
-    try:
-        dataset = maybe_convert_to_dataset_name(args.dataset)
-    except RuntimeError as err:
-        raise UserInputError(str(err).splitlines()[0]) from None
-    model_dir = Path(get_output_folder(dataset, args.trainer, args.plans, args.configuration))
-    if not model_dir.is_dir():
-        raise UserInputError(f"no trained model in {model_dir}")
-    table = args.metadata or Path(os.environ["nnUNet_raw"]) / dataset / "metadata.csv"
-    metadata = read_metadata_table(table) if table.is_file() else {}
+    table = args.metadata or raw / dataset_name(args.dataset) / "metadata.csv"
+    metadata = MetadataTable.read(table) if table.is_file() else MetadataTable()
     if args.device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     predictor = CaseFeaturePredictor(tile_step_size=args.step_size, use_mirroring=not args.disable_tta,
@@ -129,6 +108,8 @@ def _predict(args: argparse.Namespace) -> int:
     predictor.predict_from_files(str(args.input), str(args.output), save_probabilities=args.save_probabilities,
                                  overwrite=True, num_processes_preprocessing=args.npp,
                                  num_processes_segmentation_export=args.nps)
+    if metadata.missing:
+        print(f"{metadata.missing} patch look-ups found no metadata row for their case: zeros entered FiLM")
     print(f"predictions and <case>_features.json written to {args.output}")
     return 0
 
@@ -143,6 +124,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from nnunet_aneurysm.planners import PLANNERS
+    from nnunet_aneurysm.stages import STAGE1, STAGE2
 
     parser = argparse.ArgumentParser(prog="nnunet-aneurysm", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -200,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vessels", required=True, help="stage-1 (vessel) dataset id or name")
     p.add_argument("--aneurysms", required=True, help="aneurysm dataset id or name")
     p.add_argument("--output-id", type=int, required=True)
-    p.add_argument("-tr", "--trainer", default="AneurysmSegFormer3DTrainer")
-    p.add_argument("-p", "--plans", default="AneurysmSegFormer3DPlans")
+    p.add_argument("-tr", "--trainer", default=STAGE1.trainer)
+    p.add_argument("-p", "--plans", default=STAGE1.plans)
     p.add_argument("-c", "--configuration", default="3d_fullres")
     p.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"])
     p.set_defaults(func=_vessel_channel)
@@ -214,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", type=Path, required=True, help="folder of images named like imagesTr")
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
-    p.add_argument("-tr", "--trainer", default="AneurysmWaveFormerTrainer")
-    p.add_argument("-p", "--plans", default="AneurysmWaveFormerPlans")
+    p.add_argument("-tr", "--trainer", default=STAGE2.trainer)
+    p.add_argument("-p", "--plans", default=STAGE2.plans)
     p.add_argument("-c", "--configuration", required=True)
     p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], help="folds (default 0 1 2 3 4)")
     p.add_argument("-chk", default="checkpoint_final.pth")

@@ -17,9 +17,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnunet_aneurysm.stages import (
+    ANEURYSMS_NAME,
+    CPU_CONFIGURATION,
+    STAGE1,
+    STAGE2,
+    VESSEL_CHANNEL,
+    Stage,
+    channel_file,
+    dataset_name,
+    stage2_dataset_name,
+)
+
 VESSELS_ID, ANEURYSMS_ID, STAGE2_ID = 101, 102, 103
-STAGE1 = ("SegFormer3DPlanner", "AneurysmSegFormer3DPlans", "AneurysmSegFormer3DTrainer")
-STAGE2 = ("WaveFormerPlanner", "AneurysmWaveFormerPlans", "AneurysmWaveFormerTrainer")
+STAGE2_DATASET = stage2_dataset_name(STAGE2_ID, dataset_name(ANEURYSMS_ID, ANEURYSMS_NAME))
 
 
 @dataclass
@@ -63,15 +74,15 @@ def _run(argv: list[str], env: dict[str, str], log: Path) -> None:
         raise RuntimeError(f"step failed (exit {proc.returncode}): {command}\n  see {log}")
 
 
-def _stage(settings: DemoSettings, env, log, dataset: int, planner: str, plans: str, trainer: str) -> None:
-    _run(["nnunet-aneurysm", "plan", "-d", str(dataset), "--planner", planner,
+def _stage(settings: DemoSettings, env, log, dataset: int, stage: Stage) -> None:
+    _run(["nnunet-aneurysm", "plan", "-d", str(dataset), "--planner", stage.planner,
           "--cpu-epochs", str(settings.epochs), "--cpu-iterations", str(settings.iterations),
           "--cpu-val-iterations", str(settings.val_iterations), "-np", "2"], env, log)
-    _run(["nnUNetv2_preprocess", "-d", str(dataset), "-plans_name", plans, "-c", "3d_fullres", "-np", "2"],
+    _run(["nnUNetv2_preprocess", "-d", str(dataset), "-plans_name", stage.plans, "-c", "3d_fullres", "-np", "2"],
          env, log)
     for fold in settings.folds:
-        _run(["nnUNetv2_train", str(dataset), "3d_cpu", fold, "-tr", trainer, "-p", plans, "-device", "cpu"],
-             env, log)
+        _run(["nnUNetv2_train", str(dataset), CPU_CONFIGURATION, fold, "-tr", stage.trainer, "-p", stage.plans,
+              "-device", "cpu"], env, log)
 
 
 def run_demo(settings: DemoSettings) -> Path:
@@ -86,24 +97,25 @@ def run_demo(settings: DemoSettings) -> Path:
               str(settings.size), "--seed", str(settings.seed)], env, log)
     _run(["nnunet-aneurysm", "convert", str(rsna), "--vessels-id", str(VESSELS_ID),
           "--aneurysms-id", str(ANEURYSMS_ID)], env, log)
-    _stage(settings, env, log, VESSELS_ID, *STAGE1)
+    _stage(settings, env, log, VESSELS_ID, STAGE1)
     _run(["nnunet-aneurysm", "vessel-channel", "--vessels", str(VESSELS_ID), "--aneurysms", str(ANEURYSMS_ID),
-          "--output-id", str(STAGE2_ID), "-c", "3d_cpu"], env, log)
-    _stage(settings, env, log, STAGE2_ID, *STAGE2)
+          "--output-id", str(STAGE2_ID), "-c", CPU_CONFIGURATION], env, log)
+    _stage(settings, env, log, STAGE2_ID, STAGE2)
 
-    raw = Path(env["nnUNet_raw"]) / f"Dataset{STAGE2_ID}_RSNAAneurysmsWithVessels"
+    raw = Path(env["nnUNet_raw"]) / STAGE2_DATASET
     inputs = workdir / "predict_input"
     inputs.mkdir(exist_ok=True)
-    cases = sorted(p.name[: -len("_0000.nii.gz")] for p in (raw / "imagesTr").glob("*_0000.nii.gz"))
+    first = channel_file("", 0)
+    cases = sorted(p.name[: -len(first)] for p in (raw / "imagesTr").glob(f"*{first}"))
     for case in cases[: settings.predict_cases]:
-        for channel in ("0000", "0001"):
-            target = inputs / f"{case}_{channel}.nii.gz"
+        for channel in (0, VESSEL_CHANNEL):
+            target = inputs / channel_file(case, channel)
             if not target.exists():
                 target.symlink_to(raw / "imagesTr" / target.name)
     out = workdir / "predictions"
-    _run(["nnunet-aneurysm", "predict", "-i", str(inputs), "-o", str(out), "-d", str(STAGE2_ID), "-c", "3d_cpu",
-          "-tr", STAGE2[2], "-p", STAGE2[1], "-f", *settings.folds, "-device", "cpu", "--save_probabilities",
-          "-npp", "1", "-nps", "1"], env, log)
+    _run(["nnunet-aneurysm", "predict", "-i", str(inputs), "-o", str(out), "-d", str(STAGE2_ID),
+          "-c", CPU_CONFIGURATION, "-tr", STAGE2.trainer, "-p", STAGE2.plans, "-f", *settings.folds, "-device", "cpu",
+          "--save_probabilities", "-npp", "1", "-nps", "1"], env, log)
     results = Path(env["nnUNet_results"])
     print("\nWhat to look at:")
     for png in sorted(results.rglob("progress*.png")):

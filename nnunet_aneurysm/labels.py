@@ -48,6 +48,7 @@ ID_COLUMN = "SeriesInstanceUID"
 TRAIN_CSV_COLUMNS: tuple[str, ...] = (
     (ID_COLUMN, "PatientAge", "PatientSex", "Modality") + LOCATION_COLUMNS + (PRESENT_COLUMN,)
 )
+LOCALIZER_COLUMNS: tuple[str, ...] = (ID_COLUMN, "SOPInstanceUID", "coordinates", "location")
 MODALITIES: tuple[str, ...] = ("CTA", "MRA", "MRI T2", "MRI T1post")
 
 BY_NAME: dict[str, Location] = {loc.name: loc for loc in LOCATIONS}

@@ -6,8 +6,6 @@ from nnunet_aneurysm.losses.asymmetric import AsymmetricLoss
 from nnunet_aneurysm.losses.auc_margin import AUCMarginLoss
 from nnunet_aneurysm.losses.balancing import SoftOptimalUncertaintyWeighting, UncertaintyWeighting
 from nnunet_aneurysm.losses.tversky import TverskyCELoss
-from nnunet_aneurysm.trainers.physics_sampling import R3Sampler, sample_in, wall_mask
-from nnunet_aneurysm.trainers.waveformer import finite_or_zero, patch_targets
 
 
 def _logits_for(labels, k, confidence=10.0):
@@ -59,42 +57,6 @@ def test_uncertainty_weighting_learns_and_uwso_is_bounded():
     _, w = so({"a": torch.tensor(1e-7), "b": torch.tensor(1.0), "c": torch.tensor(3.0)})
     assert sum(w.values()) == pytest.approx(3.0)
     assert w["a"] > w["b"] > w["c"] and w["c"] > 0.05  # the floor keeps the near-zero term from taking all
-
-
-def test_patch_targets():
-    label = torch.zeros(2, 1, 4, 4, 4, dtype=torch.long)
-    label[0, 0, 0, 0, 0] = 7
-    label[0, 0, 1, 1, 1] = 12
-    t = patch_targets(label)
-    assert t.shape == (2, 14)
-    assert t[0].nonzero().flatten().tolist() == [6, 11, 13] and t[1].sum() == 0
-
-
-def test_collocation_points_lie_in_the_vessel_and_r3_keeps_high_residual_points():
-    mask = torch.zeros(1, 8, 8, 8, dtype=torch.bool)
-    mask[0, 1:7, 2:6, 1:7] = True
-    points = sample_in(mask, 64)
-    index = torch.round((points.flip(-1) + 1) / 2 * 7).long()[0]
-    assert mask[0, index[:, 0], index[:, 1], index[:, 2]].all()
-    walls = wall_mask(mask)
-    assert walls.sum() > 0 and (walls <= mask).all() and walls.sum() < mask.sum()
-    sampler = R3Sampler(64)
-    residual = torch.arange(64.0)[None]
-    sampler.update(points, residual)
-    again = sampler.interior(mask)
-    kept = points[0, residual[0] > residual.mean()]
-    torch.testing.assert_close(again[0, : len(kept)], kept)
-
-
-def test_physics_guard_keeps_nan_from_the_optimiser():
-    weight = torch.nn.Parameter(torch.ones(3))
-    bad = (weight * torch.tensor([1.0, float("nan"), 2.0])).sum()
-    guarded, skipped = finite_or_zero(bad)
-    assert skipped and guarded.item() == 0.0 and not guarded.requires_grad
-    (guarded + weight.sum()).backward()
-    assert torch.isfinite(weight.grad).all()
-    fine, skipped = finite_or_zero(weight.sum())
-    assert not skipped and fine.requires_grad
 
 
 def _saddle(h: np.ndarray, y: np.ndarray, margin: float):

@@ -41,7 +41,8 @@ def test_plan_train_two_folds_and_predict(planned, nnunet_env, tmp_path):
                 nnunet_env)
         assert (results / f"fold_{fold}" / "checkpoint_final.pth").is_file()
         summary = json.loads((results / f"fold_{fold}" / "validation" / "summary.json").read_text())
-        assert "mean" in summary
+        assert set(summary["mean"]) == {"1", "2"}  # nnU-Net scored both labels of the validation cases
+        assert 0.0 <= summary["foreground_mean"]["Dice"] <= 1.0
 
     out = tmp_path / "pred"
     run_cli(["nnUNetv2_predict", "-i", str(planned / "imagesTs"), "-o", str(out), "-d", str(DATASET),

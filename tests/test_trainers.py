@@ -9,15 +9,16 @@ import subprocess
 import time
 from pathlib import Path
 
+import matplotlib.image
 import numpy as np
 import pytest
 import torch
 
-from nnunet_aneurysm.demo import STAGE1, STAGE2, STAGE2_ID, VESSELS_ID, DemoSettings, demo_environment, run_demo
+from nnunet_aneurysm.demo import STAGE2_DATASET, STAGE2_ID, VESSELS_ID, DemoSettings, demo_environment, run_demo
+from nnunet_aneurysm.stages import STAGE1, STAGE2, VESSELS_NAME, dataset_name
 from tests.conftest import BIN, run_cli
 
 pytestmark = pytest.mark.integration
-STAGE2_DATASET = "Dataset103_RSNAAneurysmsWithVessels"
 
 
 @pytest.fixture(scope="module")
@@ -38,20 +39,23 @@ def _logging(checkpoint: Path) -> dict:
 
 def test_stage1_logs_vessel_recall_and_dice(demo):
     _, env, _ = demo
-    folder = _results(env, f"Dataset{VESSELS_ID}_RSNAVessels", STAGE1[2], STAGE1[1])
+    folder = _results(env, dataset_name(VESSELS_ID, VESSELS_NAME), STAGE1.trainer, STAGE1.plans)
     for fold in ("fold_0", "fold_1"):
         logged = _logging(folder / fold / "checkpoint_final.pth")
         assert len(logged["vessel_recall"]) == 1 and 0.0 <= logged["vessel_recall"][0] <= 1.0
         assert len(logged["vessel_dice"]) == 1
-        assert (folder / fold / "progress_extra.png").stat().st_size > 1000
+        picture = matplotlib.image.imread(folder / fold / "progress_extra.png")
+        assert picture.shape[:2] == (2 * 250, 800)  # one 8 x 2.5 inch panel per metric at 100 dpi
+        assert picture[..., :3].std() > 0.05  # drawn, not blank
         assert (folder / fold / "validation" / "summary.json").is_file()
 
 
 def test_validation_rerun_with_npz(demo):
     _, env, _ = demo
-    run_cli(["nnUNetv2_train", str(VESSELS_ID), "3d_cpu", "0", "-tr", STAGE1[2], "-p", STAGE1[1], "-device", "cpu",
-             "--val", "--npz"], env)
-    folder = _results(env, f"Dataset{VESSELS_ID}_RSNAVessels", STAGE1[2], STAGE1[1]) / "fold_0" / "validation"
+    run_cli(["nnUNetv2_train", str(VESSELS_ID), "3d_cpu", "0", "-tr", STAGE1.trainer, "-p", STAGE1.plans,
+             "-device", "cpu", "--val", "--npz"], env)
+    folder = _results(env, dataset_name(VESSELS_ID, VESSELS_NAME), STAGE1.trainer, STAGE1.plans)
+    folder = folder / "fold_0" / "validation"
     assert sorted(folder.glob("*.npz")) and len(list(folder.glob("*.npz"))) == len(list(folder.glob("*.nii.gz")))
 
 
@@ -73,7 +77,7 @@ def test_vessel_channel_is_a_probability_on_the_image_grid(demo):
 
 def test_stage2_logs_every_loss_term_and_weight(demo):
     _, env, _ = demo
-    folder = _results(env, STAGE2_DATASET, STAGE2[2], STAGE2[1])
+    folder = _results(env, STAGE2_DATASET, STAGE2.trainer, STAGE2.plans)
     logged = _logging(folder / "fold_0" / "checkpoint_final.pth")
     for key in ("loss_seg", "loss_cls", "loss_physics", "weight_seg", "weight_cls", "weight_physics"):
         assert len(logged[key]) == 1 and np.isfinite(logged[key][0]), key
@@ -108,7 +112,7 @@ def test_case_features_beside_predictions_match_stock_predict(demo):
         assert f["order_parameter"] == pytest.approx(np.mean([x["order_parameter"] for x in f["per_fold"]]))
     stock = workdir / "stock_predictions"
     run_cli(["nnUNetv2_predict", "-i", str(workdir / "predict_input"), "-o", str(stock), "-d", str(STAGE2_ID),
-             "-c", "3d_cpu", "-tr", STAGE2[2], "-p", STAGE2[1], "-f", "0", "1", "-device", "cpu",
+             "-c", "3d_cpu", "-tr", STAGE2.trainer, "-p", STAGE2.plans, "-f", "0", "1", "-device", "cpu",
              "--save_probabilities", "-npp", "1", "-nps", "1"], env)
     for path in features:
         case = path.name[: -len("_features.json")]
@@ -120,7 +124,7 @@ def test_case_features_beside_predictions_match_stock_predict(demo):
 def test_predict_refuses_a_model_without_auxiliary_outputs(demo):
     workdir, env, _ = demo
     proc = run_cli(["nnunet-aneurysm", "predict", "-i", str(workdir / "predict_input"), "-o", str(workdir / "x"),
-                    "-d", str(VESSELS_ID), "-c", "3d_cpu", "-tr", STAGE1[2], "-p", STAGE1[1], "-f", "0",
+                    "-d", str(VESSELS_ID), "-c", "3d_cpu", "-tr", STAGE1.trainer, "-p", STAGE1.plans, "-f", "0",
                     "-device", "cpu"], env, check=False)
     assert proc.returncode == 2 and "AneurysmWaveFormer" in proc.stderr
 
@@ -137,9 +141,9 @@ VARIANTS = {  # trainer: (has AKOrN, has PINN, AUC-margin loss)
 def test_ablation_variants_train_from_the_same_plans(demo, variant):
     _, env, _ = demo
     akorn, pinn, aucm = VARIANTS[variant]
-    run_cli(["nnUNetv2_train", str(STAGE2_ID), "3d_cpu", "2", "-tr", variant, "-p", STAGE2[1], "-device", "cpu"],
+    run_cli(["nnUNetv2_train", str(STAGE2_ID), "3d_cpu", "2", "-tr", variant, "-p", STAGE2.plans, "-device", "cpu"],
             env)
-    folder = _results(env, STAGE2_DATASET, variant, STAGE2[1]) / "fold_2"
+    folder = _results(env, STAGE2_DATASET, variant, STAGE2.plans) / "fold_2"
     checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     keys = checkpoint["network_weights"].keys()
     assert any("akorn" in k for k in keys) == akorn
@@ -156,7 +160,7 @@ def test_ablation_variants_train_from_the_same_plans(demo, variant):
         workdir = Path(env["nnUNet_raw"]).parent
         out = workdir / "baseline_predictions"
         run_cli(["nnunet-aneurysm", "predict", "-i", str(workdir / "predict_input"), "-o", str(out),
-                 "-d", str(STAGE2_ID), "-c", "3d_cpu", "-tr", variant, "-p", STAGE2[1], "-f", "2", "-device", "cpu"],
+                 "-d", str(STAGE2_ID), "-c", "3d_cpu", "-tr", variant, "-p", STAGE2.plans, "-f", "2", "-device", "cpu"],
                 env)
         assert len(list(out.glob("*_features.json"))) == 2
         for path in out.glob("*_features.json"):
@@ -165,20 +169,22 @@ def test_ablation_variants_train_from_the_same_plans(demo, variant):
             assert len(f["class_probabilities"]) == 14
 
 
-def _add_configuration(env, name: str, schedule: dict) -> None:
-    plans_file = Path(env["nnUNet_preprocessed"]) / STAGE2_DATASET / f"{STAGE2[1]}.json"
+def _add_configuration(env, name: str, schedule: dict | None = None, losses: dict | None = None) -> None:
+    plans_file = Path(env["nnUNet_preprocessed"]) / STAGE2_DATASET / f"{STAGE2.plans}.json"
     plans = json.loads(plans_file.read_text())
     base = plans["configurations"]["3d_cpu"]["trainer_schedule"]
-    plans["configurations"][name] = {"inherits_from": "3d_cpu", "trainer_schedule": {**base, **schedule}}
+    plans["configurations"][name] = {"inherits_from": "3d_cpu", "trainer_schedule": {**base, **(schedule or {})}}
+    if losses is not None:
+        plans["configurations"][name]["losses"] = losses
     plans_file.write_text(json.dumps(plans, indent=2))
 
 
 def test_killed_run_continues_with_c(demo):
     _, env, _ = demo
     _add_configuration(env, "3d_cpu_long", {"num_epochs": 3, "num_iterations_per_epoch": 2, "save_every": 1})
-    argv = [str(BIN / "nnUNetv2_train"), str(STAGE2_ID), "3d_cpu_long", "3", "-tr", STAGE2[2], "-p", STAGE2[1],
+    argv = [str(BIN / "nnUNetv2_train"), str(STAGE2_ID), "3d_cpu_long", "3", "-tr", STAGE2.trainer, "-p", STAGE2.plans,
             "-device", "cpu"]
-    folder = _results(env, STAGE2_DATASET, STAGE2[2], STAGE2[1], "3d_cpu_long") / "fold_3"
+    folder = _results(env, STAGE2_DATASET, STAGE2.trainer, STAGE2.plans, "3d_cpu_long") / "fold_3"
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (folder / "checkpoint_latest.pth").exists() and proc.poll() is None and time.time() < deadline:
@@ -209,24 +215,24 @@ print(json.dumps(trainer.balancer.log_vars.tolist()))
 
 def test_uncertainty_weighting_from_the_plans_learns_and_survives_in_the_checkpoint(demo):
     _, env, _ = demo
-    _add_configuration(env, "3d_cpu_uw", {"balancer": "uw"})
-    run_cli(["nnUNetv2_train", str(STAGE2_ID), "3d_cpu_uw", "4", "-tr", STAGE2[2], "-p", STAGE2[1], "-device", "cpu"],
-            env)
-    folder = _results(env, STAGE2_DATASET, STAGE2[2], STAGE2[1], "3d_cpu_uw") / "fold_4"
+    _add_configuration(env, "3d_cpu_uw", losses={"balancer": "uw"})
+    run_cli(["nnUNetv2_train", str(STAGE2_ID), "3d_cpu_uw", "4", "-tr", STAGE2.trainer, "-p", STAGE2.plans,
+             "-device", "cpu"], env)
+    folder = _results(env, STAGE2_DATASET, STAGE2.trainer, STAGE2.plans, "3d_cpu_uw") / "fold_4"
     checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     log_vars = checkpoint["aneurysm_extra_state"]["balancer"]["log_vars"]
     assert log_vars.shape == (3,) and log_vars.abs().min() > 0  # in the optimiser: every weight moved
     assert checkpoint["logging"]["weight_seg"][0] != pytest.approx(1.0, abs=1e-6)
     preprocessed = Path(env["nnUNet_preprocessed"]) / STAGE2_DATASET
-    proc = run_cli(["python", "-c", RESTORE_SCRIPT, str(preprocessed / f"{STAGE2[1]}.json"),
+    proc = run_cli(["python", "-c", RESTORE_SCRIPT, str(preprocessed / f"{STAGE2.plans}.json"),
                     str(preprocessed / "dataset.json"), "3d_cpu_uw", "4", str(folder / "checkpoint_final.pth")], env)
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == pytest.approx(log_vars.tolist(), abs=0)
 
 
 def test_uw_with_auc_margin_is_refused_with_a_reason(demo):
     _, env, _ = demo
-    _add_configuration(env, "3d_cpu_uw_aucm", {"balancer": "uw", "class_loss": "aucm"})
-    proc = run_cli(["nnUNetv2_train", str(STAGE2_ID), "3d_cpu_uw_aucm", "4", "-tr", STAGE2[2], "-p", STAGE2[1],
+    _add_configuration(env, "3d_cpu_uw_aucm", losses={"balancer": "uw", "class_loss": "aucm"})
+    proc = run_cli(["nnUNetv2_train", str(STAGE2_ID), "3d_cpu_uw_aucm", "4", "-tr", STAGE2.trainer, "-p", STAGE2.plans,
                     "-device", "cpu"], env, check=False)
     assert proc.returncode != 0 and "uwso" in proc.stderr
 
@@ -236,9 +242,9 @@ def test_seeded_runs_repeat_their_first_iterations(demo):
     _add_configuration(env, "3d_cpu_seeded", {"seed": 123})
     losses = []
     for _ in range(2):
-        run_cli(["nnUNetv2_train", str(STAGE2_ID), "3d_cpu_seeded", "all", "-tr", STAGE2[2], "-p", STAGE2[1],
+        run_cli(["nnUNetv2_train", str(STAGE2_ID), "3d_cpu_seeded", "all", "-tr", STAGE2.trainer, "-p", STAGE2.plans,
                  "-device", "cpu"], env)  # fold 'all' too: trains and validates on every case
-        folder = _results(env, STAGE2_DATASET, STAGE2[2], STAGE2[1], "3d_cpu_seeded") / "fold_all"
+        folder = _results(env, STAGE2_DATASET, STAGE2.trainer, STAGE2.plans, "3d_cpu_seeded") / "fold_all"
         logged = _logging(folder / "checkpoint_final.pth")
         losses.append((logged["train_losses"][0], logged["loss_seg"][0], logged["loss_physics"][0]))
     assert losses[0] == losses[1]

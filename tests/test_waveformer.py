@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from nnunet_aneurysm.metadata import METADATA_DIM, encode_metadata
 from nnunet_aneurysm.networks.akorn import AKOrNLayer, order_parameter
-from nnunet_aneurysm.networks.film import METADATA_DIM, FiLM, encode_metadata
+from nnunet_aneurysm.networks.film import FiLM
 from nnunet_aneurysm.networks.haar import dwt3d, idwt3d
 from nnunet_aneurysm.networks.waveformer import WaveFormer, dwt_levels
 
@@ -78,7 +79,7 @@ def test_akorn_rejects_odd_oscillators():
 
 
 def test_film_starts_near_identity_and_metadata_encoding():
-    film = FiLM(6)
+    film = FiLM(6, METADATA_DIM)
     x = torch.randn(2, 6, 3, 3, 3)
     torch.testing.assert_close(film(x, torch.randn(2, METADATA_DIM)), x, rtol=0, atol=1e-2)
     vec = encode_metadata(62, "Female", "MRA")

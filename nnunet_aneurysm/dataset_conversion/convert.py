@@ -33,13 +33,12 @@ from nnunet_aneurysm.labels import (
     BY_NAME,
     COWSEG_TO_CLASS,
     ID_COLUMN,
+    LOCALIZER_COLUMNS,
     PRESENT_COLUMN,
     TRAIN_CSV_COLUMNS,
     dataset_labels,
 )
-
-FILE_ENDING = ".nii.gz"
-LOCALIZER_COLUMNS = ("SeriesInstanceUID", "SOPInstanceUID", "coordinates", "location")
+from nnunet_aneurysm.stages import ANEURYSMS_NAME, FILE_ENDING, VESSELS_NAME, channel_file, dataset_name
 
 
 class ConversionInputError(ValueError):
@@ -54,7 +53,7 @@ class Targets:
 
 
 def dataset_folders(raw: Path, vessels_id: int, aneurysms_id: int) -> tuple[Path, Path]:
-    return raw / f"Dataset{vessels_id:03d}_RSNAVessels", raw / f"Dataset{aneurysms_id:03d}_RSNAAneurysms"
+    return raw / dataset_name(vessels_id, VESSELS_NAME), raw / dataset_name(aneurysms_id, ANEURYSMS_NAME)
 
 
 def read_tables(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -108,7 +107,7 @@ def _vessel_labels(root: Path, uid: str, image: sitk.Image, warnings: list[str])
 def convert_series(root: Path, uid: str, localizer_rows: list[dict], targets: Targets, resume: bool) -> dict:
     """Convert one series; never raises: failures come back as a report row."""
     case = case_id(uid)
-    outputs = {name: (folder / "imagesTr" / f"{case}_0000{FILE_ENDING}", folder / "labelsTr" / f"{case}{FILE_ENDING}")
+    outputs = {name: (folder / "imagesTr" / channel_file(case, 0), folder / "labelsTr" / f"{case}{FILE_ENDING}")
                for name, folder in (("vessels", targets.vessels), ("aneurysms", targets.aneurysms))}
     row = {ID_COLUMN: uid, "case_id": case, "status": "ok", "reason": "", "warnings": "", "has_vessel_labels": False}
     if resume and all(p.is_file() for p in outputs["aneurysms"]):
@@ -174,7 +173,7 @@ def convert(root: Path | str, vessels_id: int, aneurysms_id: int, raw: Path | st
             (folder / sub).mkdir(parents=True, exist_ok=True)
             shutil.rmtree(folder / sub / PARTIAL_DIR, ignore_errors=True)  # left by an interrupted run
     targets = Targets(vessels_dir, aneurysms_dir, sphere_radius_mm)
-    by_series = {uid: rows.to_dict("records") for uid, rows in localizers.groupby("SeriesInstanceUID")}
+    by_series = {uid: rows.to_dict("records") for uid, rows in localizers.groupby(ID_COLUMN)}
     uids = train[ID_COLUMN].tolist()
     args = [(root, uid, by_series.get(uid, []), targets, resume) for uid in uids]
     if workers > 1:

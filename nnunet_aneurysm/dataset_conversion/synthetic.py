@@ -27,6 +27,8 @@ from nnunet_aneurysm.dataset_conversion.phantom import Phantom, add_aneurysms, r
 from nnunet_aneurysm.labels import (
     BY_CLASS_ID,
     CLASS_TO_COWSEG,
+    ID_COLUMN,
+    LOCALIZER_COLUMNS,
     LOCATION_COLUMNS,
     MODALITIES,
     PRESENT_COLUMN,
@@ -186,8 +188,7 @@ def make_series(root: Path, index: int, seed: int, size: int, segmentation_fract
         loc = _localizer(an, geometry, shape, sop_uids, frame_of_slice)
         if loc is not None:  # an aneurysm outside the field of view is not in the labels either
             kept.append(an)
-            localizers.append({"SeriesInstanceUID": series_uid, "SOPInstanceUID": loc[0], "coordinates": loc[1],
-                               "location": BY_CLASS_ID[an.class_id].name})
+            localizers.append(dict(zip(LOCALIZER_COLUMNS, (series_uid, loc[0], loc[1], BY_CLASS_ID[an.class_id].name))))
     if rng.random() < segmentation_fraction:
         seg = root / "segmentations"
         seg.mkdir(parents=True, exist_ok=True)
@@ -195,7 +196,7 @@ def make_series(root: Path, index: int, seed: int, size: int, segmentation_fract
                      seg / f"{series_uid}.nii")
         write_nifti(CLASS_TO_COWSEG[vessel_labels], geometry, seg / f"{series_uid}_cowseg.nii")
     present = {an.class_id for an in kept}
-    row = {"SeriesInstanceUID": series_uid, "PatientAge": info.patient_age,
+    row = {ID_COLUMN: series_uid, "PatientAge": info.patient_age,
            "PatientSex": "Female" if info.patient_sex == "F" else "Male", "Modality": modality}
     row.update({name: int(i + 1 in present) for i, name in enumerate(LOCATION_COLUMNS)})
     row[PRESENT_COLUMN] = int(bool(present))
@@ -227,7 +228,7 @@ def generate(root: Path | str, n_series: int = 40, seed: int = 0, size: int = 96
         writer.writeheader()
         writer.writerows(r[0] for r in results)
     with open(root / "train_localizers.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["SeriesInstanceUID", "SOPInstanceUID", "coordinates", "location"])
+        writer = csv.DictWriter(f, fieldnames=LOCALIZER_COLUMNS)
         writer.writeheader()
         writer.writerows(loc for r in results for loc in r[1])
     return [r[2] for r in results]

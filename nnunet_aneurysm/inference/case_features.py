@@ -22,21 +22,20 @@ import numpy as np
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-from nnunet_aneurysm.labels import LOCATIONS, PRESENT_COLUMN
-from nnunet_aneurysm.losses.physics import navier_stokes_residual
-from nnunet_aneurysm.networks.film import METADATA_DIM
-from nnunet_aneurysm.trainers.physics_sampling import sample_in, vessel_mask
-from nnunet_aneurysm.trainers.waveformer import AneurysmWaveFormerTrainer
+from nnunet_aneurysm.labels import SUBMISSION_COLUMNS
+from nnunet_aneurysm.losses.collocation import sample_in, vessel_mask
+from nnunet_aneurysm.losses.physics import REYNOLDS_CURRICULUM, navier_stokes_residual
+from nnunet_aneurysm.metadata import MetadataTable
+from nnunet_aneurysm.stages import VESSEL_CHANNEL
 
-OUTPUT_NAMES = [loc.name for loc in LOCATIONS] + [PRESENT_COLUMN]
 FEATURES_SUFFIX = "_features.json"
 
 
 class CaseFeaturePredictor(nnUNetPredictor):
-    def __init__(self, *args, metadata: dict[str, np.ndarray] | None = None, physics_points: int = 512,
-                 reynolds: float = AneurysmWaveFormerTrainer.reynolds_end, seed: int = 0, **kwargs):
+    def __init__(self, *args, metadata: MetadataTable | None = None, physics_points: int = 512,
+                 reynolds: float = REYNOLDS_CURRICULUM[1], seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.metadata = metadata or {}
+        self.metadata = metadata or MetadataTable()
         self.physics_points = physics_points
         self.reynolds = reynolds
         self.seed = seed
@@ -73,8 +72,7 @@ class CaseFeaturePredictor(nnUNetPredictor):
 
     @torch.inference_mode()
     def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
-        metadata = self.metadata.get(self._case_id, np.zeros(METADATA_DIM, np.float32))
-        metadata = torch.from_numpy(np.repeat(metadata[None], len(x), 0)).to(x.device)
+        metadata = torch.from_numpy(self.metadata.lookup([self._case_id] * len(x))).to(x.device)
         logits, aux = self.network(x, metadata=metadata, return_aux=True)
         self._per_fold[-1].append(self.patch_statistics(x, aux))
         if self.use_mirroring and self.allowed_mirroring_axes is not None:
@@ -82,7 +80,7 @@ class CaseFeaturePredictor(nnUNetPredictor):
         return logits
 
     def patch_statistics(self, x: torch.Tensor, aux: dict) -> dict:
-        mask = vessel_mask(x)
+        mask = vessel_mask(x, VESSEL_CHANNEL)
         stats = {"class_probabilities": torch.sigmoid(aux["class_logits"].float()).amax(0).cpu().numpy(),
                  "vessel_voxels": float(mask.sum())}
         order = aux.get("order_parameter")
@@ -106,7 +104,7 @@ class CaseFeaturePredictor(nnUNetPredictor):
         names = self.fold_names if len(self.fold_names) == len(per_fold) else [str(i) for i in range(len(per_fold))]
         summary = {"case_id": self._case_id, "folds": names, "per_fold": per_fold}
         summary["class_probabilities"] = {
-            name: float(np.mean([f["class_probabilities"][name] for f in per_fold])) for name in OUTPUT_NAMES}
+            name: float(np.mean([f["class_probabilities"][name] for f in per_fold])) for name in SUBMISSION_COLUMNS}
         for key in ("order_parameter", "pinn_residual"):
             values = [f[key] for f in per_fold if f[key] is not None]
             summary[key] = float(np.mean(values)) if values else None
@@ -116,7 +114,7 @@ class CaseFeaturePredictor(nnUNetPredictor):
 def _pool(patches: list[dict]) -> dict:
     probabilities = np.max([p["class_probabilities"] for p in patches], axis=0)
     out = {"patches": len(patches),
-           "class_probabilities": {name: float(v) for name, v in zip(OUTPUT_NAMES, probabilities)}}
+           "class_probabilities": {name: float(v) for name, v in zip(SUBMISSION_COLUMNS, probabilities)}}
     orders = [p["order_parameter"] for p in patches if p["order_parameter"] is not None]
     out["order_parameter"] = float(np.mean(orders)) if orders else None
     residuals = [p["pinn_residual"] for p in patches if p["pinn_residual"] is not None]

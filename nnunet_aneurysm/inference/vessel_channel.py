@@ -19,8 +19,9 @@ import torch
 from tqdm import tqdm
 
 from nnunet_aneurysm.dataset_conversion.geometry import read_geometry, write_nifti
-
-FILE_ENDING = ".nii.gz"
+from nnunet_aneurysm.inference.out_of_fold import fold_groups
+from nnunet_aneurysm.nnunet_env import trained_folds
+from nnunet_aneurysm.stages import FILE_ENDING, VESSEL_CHANNEL, channel_file, stage2_channel_names
 
 
 def _predictor(model_dir: Path, folds: tuple, device: torch.device):
@@ -48,28 +49,23 @@ def add_vessel_channel(raw: Path, aneurysms_dataset: str, output_dataset: str, m
     """Write ``output_dataset`` under ``raw``; returns its folder."""
     src, dst = raw / aneurysms_dataset, raw / output_dataset
     metadata = pd.read_csv(src / "metadata.csv", dtype={"case_id": str})
-    folds_present = sorted(int(p.name.split("_")[1]) for p in model_dir.glob("fold_*")
-                           if p.name.split("_")[1].isdigit() and (p / "checkpoint_final.pth").is_file())
+    folds_present = trained_folds(model_dir)
     if not folds_present:
         raise FileNotFoundError(f"no fold_*/checkpoint_final.pth under {model_dir}: train stage 1 first")
-    missing = sorted(set(metadata["fold"]) - set(folds_present))
-    if missing:
-        print(f"stage-1 folds {missing} are not trained: their cases get the ensemble of folds {folds_present} "
-              f"(not out-of-fold for cases that stage 1 trained on)")
+    groups = fold_groups(dict(zip(metadata["case_id"], metadata["fold"])), folds_present)
+    for group in groups:
+        if not group.out_of_fold:
+            print(f"{len(group.cases)} cases are in folds without a stage-1 model: they get the ensemble of folds "
+                  f"{list(group.folds)} (not out-of-fold for cases that stage 1 trained on)")
     for sub in ("imagesTr", "labelsTr"):
         (dst / sub).mkdir(parents=True, exist_ok=True)
     torch_device = torch.device(device)
-    groups = [((f,), metadata[metadata["fold"] == f]) for f in folds_present]
-    if missing:
-        groups.append((tuple(folds_present), metadata[metadata["fold"].isin(missing)]))
     bar = tqdm(total=len(metadata), disable=not progress, desc="stage-1 vessel channel")
-    for folds, cases in groups:
-        if cases.empty:
-            continue
-        predictor = _predictor(model_dir, folds, torch_device)
-        for case in cases["case_id"]:
-            image = src / "imagesTr" / f"{case}_0000{FILE_ENDING}"
-            target = dst / "imagesTr" / f"{case}_0001{FILE_ENDING}"
+    for group in groups:
+        predictor = _predictor(model_dir, group.folds, torch_device)
+        for case in group.cases:
+            image = src / "imagesTr" / channel_file(case, 0)
+            target = dst / "imagesTr" / channel_file(case, VESSEL_CHANNEL)
             if not target.is_file():  # resumable: written atomically, skipped when present
                 write_nifti(vessel_probability(predictor, image), read_geometry(image), target)
             shutil.copyfile(image, dst / "imagesTr" / image.name)
@@ -77,7 +73,7 @@ def add_vessel_channel(raw: Path, aneurysms_dataset: str, output_dataset: str, m
             bar.update()
     bar.close()
     dataset_json = json.loads((src / "dataset.json").read_text())
-    dataset_json["channel_names"] = {"0": "image", "1": "noNorm"}  # probabilities are not renormalised
+    dataset_json["channel_names"] = stage2_channel_names()
     (dst / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
     for name in ("metadata.csv", "splits_final.json"):
         shutil.copyfile(src / name, dst / name)

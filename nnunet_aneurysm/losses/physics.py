@@ -25,6 +25,9 @@ import torch
 
 BLOOD_DENSITY = 1060.0  # kg / m^3
 BLOOD_VISCOSITY = 0.0035  # Pa s
+# Training raises Re from the first to the second value (viscous flow is easier to fit first);
+# the residual read out at inference is taken at the final one.
+REYNOLDS_CURRICULUM = (10.0, 200.0)
 
 
 def reynolds_number(velocity_m_s: float, length_mm: float, density: float = BLOOD_DENSITY,

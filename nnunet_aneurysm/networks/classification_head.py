@@ -1,19 +1,18 @@
-"""Series-level head on the deepest features: 13 location logits + 'Aneurysm Present'."""
+"""Series-level head on the deepest features: ``num_outputs`` logits (the planner asks for 14)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from nnunet_aneurysm.labels import SUBMISSION_COLUMNS
-from nnunet_aneurysm.networks.film import METADATA_DIM, FiLM
+from nnunet_aneurysm.networks.film import FiLM
 
 
 class ClassificationHead(nn.Module):
     """Global average + max pool -> FiLM(metadata) -> MLP -> logits in submission column order."""
 
-    def __init__(self, feature_dim: int, num_outputs: int = len(SUBMISSION_COLUMNS),
-                 metadata_dim: int = METADATA_DIM, hidden: int = 128, dropout: float = 0.1):
+    def __init__(self, feature_dim: int, num_outputs: int, metadata_dim: int, hidden: int = 128,
+                 dropout: float = 0.1):
         super().__init__()
         self.film = FiLM(2 * feature_dim, metadata_dim)
         self.mlp = nn.Sequential(nn.LayerNorm(2 * feature_dim), nn.Linear(2 * feature_dim, hidden), nn.GELU(),

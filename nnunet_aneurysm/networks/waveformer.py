@@ -117,8 +117,22 @@ class WaveFormerDecoder(nn.Module):
         return outputs[::-1], x  # highest resolution first; last decoder features
 
 
+def gpu_config() -> dict:
+    """The full network for 3d_fullres (2.7 M parameters without AKOrN and PINN, 1 input channel)."""
+    return {"embed_dims": (32, 64, 128, 256), "depths": (1, 1, 2, 2), "num_heads": (1, 2, 4, 8), "stem_channels": 16}
+
+
+def cpu_config() -> dict:
+    """Half the widths: what the CPU configuration (demos, tests) trains."""
+    return {"embed_dims": (16, 32, 64, 128), "depths": (1, 1, 2, 2), "num_heads": (1, 2, 4, 8), "stem_channels": 8}
+
+
 class WaveFormer(nn.Module):
-    """nnU-Net contract: ``(input_channels, num_classes, deep_supervision, **arch_kwargs)``."""
+    """nnU-Net contract: ``(input_channels, num_classes, deep_supervision, **arch_kwargs)``.
+
+    ``classification_outputs`` and ``metadata_dim`` size the series-level head and its FiLM; the
+    planner fills them from the label and metadata tables.
+    """
 
     def __init__(
         self,
@@ -134,6 +148,7 @@ class WaveFormer(nn.Module):
         akorn: dict | None = None,
         pinn: dict | None = None,
         classification_outputs: int = 14,
+        metadata_dim: int = 7,
     ):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv3d(input_channels, stem_channels, 3, padding=1),
@@ -145,7 +160,7 @@ class WaveFormer(nn.Module):
             for d, h, n in zip(embed_dims, num_heads, depths)
         )
         self.decoder = WaveFormerDecoder(dims, num_classes, deep_supervision)
-        self.classifier = ClassificationHead(embed_dims[-1], classification_outputs)
+        self.classifier = ClassificationHead(embed_dims[-1], classification_outputs, metadata_dim)
         self.pinn_head = PINNHead(stem_channels, **pinn) if pinn is not None else None
         self.total_stride = 2 ** len(embed_dims)
         self.deep_supervision_scales = [1.0 / 2**i for i in range(len(embed_dims))]

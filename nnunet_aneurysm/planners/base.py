@@ -10,11 +10,10 @@ from __future__ import annotations
 from copy import deepcopy
 from functools import partial
 
-import numpy as np
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 from torch import nn
 
-from nnunet_aneurysm.planners.memory import training_memory_bytes
+from nnunet_aneurysm.planners.memory import fit_patch_and_batch, initial_patch
 
 # Schedule of the CPU configuration; our trainers read it from the plans.
 DEFAULT_CPU_SCHEDULE = {"num_epochs": 5, "num_iterations_per_epoch": 10,
@@ -55,34 +54,11 @@ class AneurysmPlanner(ExperimentPlanner):
         return partial(self.network_class, self._num_input_channels(), self._num_classes(), True,
                        **arch_kwargs)
 
-    def _round_patch(self, patch) -> list[int]:
-        d = self.divisible_by
-        return [max(d, int(round(p / d)) * d) for p in patch]
-
-    def _initial_patch(self, spacing, median_shape, voxels: float) -> list[int]:
-        aspect = 1 / np.asarray(spacing, dtype=float)
-        patch = aspect * (voxels / np.prod(aspect)) ** (1 / 3)
-        return self._round_patch(np.minimum(patch, median_shape))
-
     def fit_patch_and_batch(self, spacing, median_shape, arch_kwargs: dict,
                             approximate_n_voxels_dataset: float) -> tuple[list[int], int, float]:
-        """Largest patch (aspect from spacing, capped at the median shape) whose batch of two fits
-        the VRAM target, then the largest batch that fits, capped at 5 % of the dataset."""
-        budget = self.UNet_vram_target_GB * 1e9
-        build = self._builder(arch_kwargs)
-        channels = self._num_input_channels()
-        patch = self._initial_patch(spacing, median_shape, self.initial_patch_voxels)
-        memory = training_memory_bytes(build, channels, patch, self.min_batch_size)
-        while memory > budget and max(patch) > self.divisible_by:
-            ratios = [p / m for p, m in zip(patch, median_shape)]
-            candidates = [i for i in np.argsort(ratios)[::-1] if patch[i] > self.divisible_by]
-            patch[candidates[0]] -= self.divisible_by
-            memory = training_memory_bytes(build, channels, patch, self.min_batch_size)
-        per_sample = memory - training_memory_bytes(build, channels, patch, 1)
-        batch = self.min_batch_size + int(max(0.0, budget - memory) // max(per_sample, 1.0))
-        cap = round(approximate_n_voxels_dataset * self.max_dataset_covered / np.prod(patch, dtype=float))
-        batch = max(self.min_batch_size, min(batch, cap))
-        return patch, batch, training_memory_bytes(build, channels, patch, batch)
+        return fit_patch_and_batch(self._builder(arch_kwargs), self._num_input_channels(), spacing, median_shape,
+                                   self.UNet_vram_target_GB * 1e9, self.divisible_by, self.initial_patch_voxels,
+                                   self.min_batch_size, approximate_n_voxels_dataset * self.max_dataset_covered)
 
     def _architecture(self, arch_kwargs: dict) -> dict:
         cls = self.network_class
@@ -119,8 +95,8 @@ class AneurysmPlanner(ExperimentPlanner):
 
     def cpu_configuration(self, fullres: dict) -> dict:
         """A small patch and short schedule over 3d_fullres's preprocessed data."""
-        aspect_patch = self._initial_patch(fullres["spacing"], fullres["median_image_size_in_voxels"],
-                                           self.cpu_patch_voxels)
+        aspect_patch = initial_patch(fullres["spacing"], fullres["median_image_size_in_voxels"],
+                                     self.cpu_patch_voxels, self.divisible_by)
         patch = [min(a, f) for a, f in zip(aspect_patch, fullres["patch_size"])]
         return {"inherits_from": "3d_fullres", "patch_size": patch, "batch_size": self.min_batch_size,
                 "architecture": self._architecture(self.cpu_arch_kwargs or self.arch_kwargs),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -50,3 +51,38 @@ def training_memory_bytes(build_network: Callable[[], nn.Module], input_channels
         n_params = sum(p.numel() for p in build_network().parameters())
     activations = saved_activation_bytes(build_network, (batch_size, input_channels, *patch_size))
     return CUDA_OVERHEAD_BYTES + PARAMETER_COPIES * 4 * n_params + AMP_ACTIVATION_FACTOR * activations
+
+
+def round_patch(patch, divisible_by: int) -> list[int]:
+    """Each side to the nearest multiple of the network's stride (at least one stride)."""
+    return [max(divisible_by, int(round(p / divisible_by)) * divisible_by) for p in patch]
+
+
+def initial_patch(spacing, median_shape, voxels: float, divisible_by: int) -> list[int]:
+    """A patch of about ``voxels`` voxels whose physical aspect is cubic, capped at the median image shape."""
+    aspect = 1 / np.asarray(spacing, dtype=float)
+    patch = aspect * (voxels / np.prod(aspect)) ** (1 / 3)
+    return round_patch(np.minimum(patch, median_shape), divisible_by)
+
+
+def fit_patch_and_batch(build_network: Callable[[], nn.Module], input_channels: int, spacing, median_shape,
+                        budget_bytes: float, divisible_by: int, initial_voxels: float = 256**3,
+                        min_batch_size: int = 2, max_batch_voxels: float = np.inf) -> tuple[list[int], int, float]:
+    """Largest patch (aspect from spacing, capped at the median shape) whose batch of ``min_batch_size``
+    fits ``budget_bytes``, then the largest batch that fits, capped so a batch holds at most
+    ``max_batch_voxels`` (nnU-Net: 5 % of the dataset). Returns (patch, batch, estimated bytes)."""
+    def memory(patch, batch):
+        return training_memory_bytes(build_network, input_channels, patch, batch)
+
+    patch = initial_patch(spacing, median_shape, initial_voxels, divisible_by)
+    used = memory(patch, min_batch_size)
+    while used > budget_bytes and max(patch) > divisible_by:
+        ratios = [p / m for p, m in zip(patch, median_shape)]
+        candidates = [i for i in np.argsort(ratios)[::-1] if patch[i] > divisible_by]
+        patch[candidates[0]] -= divisible_by
+        used = memory(patch, min_batch_size)
+    per_sample = used - memory(patch, min_batch_size - 1) if min_batch_size > 1 else used
+    batch = min_batch_size + int(max(0.0, budget_bytes - used) // max(per_sample, 1.0))
+    cap = round(max_batch_voxels / np.prod(patch, dtype=float)) if np.isfinite(max_batch_voxels) else batch
+    batch = max(min_batch_size, min(batch, cap))
+    return patch, batch, memory(patch, batch)

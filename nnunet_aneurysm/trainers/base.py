@@ -26,7 +26,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from torch import nn
 
-SCHEDULE_KEYS = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch", "save_every")
+SCHEDULE_KEYS = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch", "save_every", "seed")
 
 
 def seed_everything(seed: int) -> None:
@@ -45,7 +45,11 @@ def apply_trainer_schedule(trainer: nnUNetTrainer, fold) -> None:
     """Epochs, iterations, save interval and seed from the configuration's ``trainer_schedule``;
     CPU threads left over by the augmentation workers."""
     schedule = trainer.configuration_manager.configuration.get("trainer_schedule", {})
-    for key in SCHEDULE_KEYS:
+    unknown = sorted(set(schedule) - set(SCHEDULE_KEYS))
+    if unknown:
+        raise ValueError(f"trainer_schedule holds only {list(SCHEDULE_KEYS)}; got {unknown} "
+                         f"(loss choices go in the configuration's 'losses' entry)")
+    for key in SCHEDULE_KEYS[:-1]:
         if key in schedule:
             setattr(trainer, key, int(schedule[key]))
     if "seed" in schedule:
@@ -65,13 +69,10 @@ class AneurysmScheduledNNUNetTrainer(nnUNetTrainer):
         apply_trainer_schedule(self, fold)
 
 
-class AneurysmTrainerBase(nnUNetTrainer):
-    extra_metrics: tuple[str, ...] = ()  # logged once per epoch by subclasses
+class AneurysmTrainerBase(AneurysmScheduledNNUNetTrainer):
+    """What all our own trainers share on top of the scheduled baseline (see the module docstring)."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        apply_trainer_schedule(self, fold)
+    extra_metrics: tuple[str, ...] = ()  # logged once per epoch by subclasses
 
     def initialize(self):
         super().initialize()
@@ -111,6 +112,25 @@ class AneurysmTrainerBase(nnUNetTrainer):
 
     def restore_extra_checkpoint_state(self, state: dict) -> None:
         pass
+
+    def backward_and_step(self, total: torch.Tensor) -> bool:
+        """nnU-Net's backward, gradient clipping (norm 12) and optimiser step, with or without its GradScaler.
+
+        Returns whether the step was taken: the GradScaler skips steps whose gradients overflowed
+        (its scale then drops), and state that ascends with the optimiser must skip them too.
+        """
+        if self.grad_scaler is None:
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+            return True
+        scale = self.grad_scaler.get_scale()
+        self.grad_scaler.scale(total).backward()
+        self.grad_scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        return self.grad_scaler.get_scale() >= scale
 
     def plain_network(self) -> nn.Module:
         """The network without DDP / torch.compile wrappers."""

@@ -34,11 +34,12 @@ from nnunet_aneurysm.labels import NUM_LOCATIONS
 from nnunet_aneurysm.losses.asymmetric import AsymmetricLoss
 from nnunet_aneurysm.losses.auc_margin import AUCMarginLoss
 from nnunet_aneurysm.losses.balancing import BALANCERS
-from nnunet_aneurysm.losses.physics import physics_loss
-from nnunet_aneurysm.networks.film import METADATA_DIM, read_metadata_table
+from nnunet_aneurysm.losses.collocation import R3Sampler, sample_in, vessel_mask, wall_mask
+from nnunet_aneurysm.losses.physics import REYNOLDS_CURRICULUM, physics_loss
+from nnunet_aneurysm.metadata import MetadataTable
+from nnunet_aneurysm.stages import VESSEL_CHANNEL
 from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
 from nnunet_aneurysm.trainers.left_right import flip_left_right, left_right_axis
-from nnunet_aneurysm.trainers.physics_sampling import R3Sampler, sample_in, vessel_mask, wall_mask
 
 CLASS_LOSSES = {"asl": AsymmetricLoss, "aucm": lambda: AUCMarginLoss(NUM_LOCATIONS + 1)}
 
@@ -61,16 +62,19 @@ def patch_targets(label: torch.Tensor) -> torch.Tensor:
 class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
     use_akorn = True
     use_pinn = True
-    balancer_name = "uwso"  # or "uw" (Kendall); plans may override: trainer_schedule["balancer"]
-    class_loss_name = "asl"  # or "aucm" (AUC margin + PESG dual step); trainer_schedule["class_loss"]
+    # Loss choices: these defaults, or the configuration's "losses" entry of the plans
+    # ({"balancer": "uw" | "uwso", "class_loss": "asl" | "aucm"}), except those a variant class fixes.
+    balancer_name = "uwso"
+    class_loss_name = "asl"
+    fixed_losses: tuple[str, ...] = ()
     collocation_points = 2048
     wall_points = 256
-    reynolds_start, reynolds_end = 10.0, 200.0
+    reynolds_start, reynolds_end = REYNOLDS_CURRICULUM
     continuity_only_fraction = 0.2  # of the epochs, before the momentum terms switch on
     physics_dtype = torch.float64
     left_right_flip_probability = 0.5
     extra_metrics = ("loss_seg", "loss_cls", "loss_physics", "weight_seg", "weight_cls", "weight_physics",
-                     "order_parameter", "physics_skipped")
+                     "order_parameter", "physics_skipped", "metadata_missing")
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
@@ -86,17 +90,26 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        schedule = self.configuration_manager.configuration.get("trainer_schedule", {})
-        self.balancer_name = schedule.get("balancer", self.balancer_name)
-        self.class_loss_name = schedule.get("class_loss", self.class_loss_name)
+        self._choose_losses(self.configuration_manager.configuration.get("losses", {}))
+        if self.class_loss_name == "aucm":
+            self.extra_metrics = (*self.extra_metrics, "aucm_alpha")
+
+    def _choose_losses(self, chosen: dict) -> None:
+        """Apply the plans' loss choices; refuse unknown keys and any that contradict what this class fixes."""
+        unknown = sorted(set(chosen) - {"balancer", "class_loss"})
+        if unknown:
+            raise ValueError(f"the plans' 'losses' entry takes 'balancer' and 'class_loss'; got {unknown}")
+        for key, value in chosen.items():
+            if key in self.fixed_losses and value != getattr(self, f"{key}_name"):
+                raise ValueError(f"{type(self).__name__} trains with {key} {getattr(self, f'{key}_name')!r}; "
+                                 f"the plans ask for {value!r}: use AneurysmWaveFormerTrainer for that")
+            setattr(self, f"{key}_name", value)
         if self.balancer_name not in BALANCERS or self.class_loss_name not in CLASS_LOSSES:
             raise ValueError(f"balancer must be one of {sorted(BALANCERS)} (got {self.balancer_name!r}), "
                              f"class_loss one of {sorted(CLASS_LOSSES)} (got {self.class_loss_name!r})")
         if (self.balancer_name, self.class_loss_name) == ("uw", "aucm"):
             raise ValueError("uncertainty weighting ('uw') needs losses bounded below; the AUC-margin loss is a "
                              "min-max objective that can go negative: use balancer 'uwso' with it")
-        if self.class_loss_name == "aucm":
-            self.extra_metrics = (*self.extra_metrics, "aucm_alpha")
 
     def initialize(self):
         # before super(), which builds the optimiser: learnt loss parameters must be in it
@@ -132,12 +145,12 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
                                    f"({type(module).__name__}); was it trained with other loss settings?")
             module.load_state_dict(state[name])
 
-    def _load_metadata(self) -> dict[str, np.ndarray]:
+    def _load_metadata(self) -> MetadataTable:
         path = Path(os.environ.get("nnUNet_raw", "")) / self.plans_manager.dataset_name / "metadata.csv"
         if not path.is_file():
-            self.print_to_log_file(f"no {path}: metadata enter FiLM as zeros")
-            return {}
-        return read_metadata_table(path)
+            self.print_to_log_file(f"no {path}: every case's metadata enters FiLM as zeros (counted per epoch)")
+            return MetadataTable()
+        return MetadataTable.read(path)
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         rotation, dummy_2d, initial_patch, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
@@ -160,8 +173,7 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
         return data, targets if isinstance(target, list) else targets[0]
 
     def _metadata_tensor(self, keys) -> torch.Tensor:
-        rows = [self.metadata.get(str(k), np.zeros(METADATA_DIM, np.float32)) for k in keys]
-        return torch.from_numpy(np.stack(rows)).to(self.device)
+        return torch.from_numpy(self.metadata.lookup(keys)).to(self.device)
 
     def _reynolds_and_momentum(self) -> tuple[float, float]:
         progress = self.current_epoch / max(self.num_epochs - 1, 1)
@@ -170,7 +182,7 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
         return reynolds, momentum
 
     def _physics(self, data: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        mask = vessel_mask(data)
+        mask = vessel_mask(data, VESSEL_CHANNEL)
         interior = self.sampler.interior(mask)
         wall = sample_in(wall_mask(mask), self.wall_points)
         reynolds, momentum = self._reynolds_and_momentum()
@@ -183,6 +195,19 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
             self.sampler.update(interior, terms["point_residual"])
         return total, skipped
 
+    def compute_losses(self, data: torch.Tensor, target, keys) -> tuple[dict, dict, bool]:
+        """The unweighted loss terms of one batch (seg, cls[, physics]), the network's auxiliary outputs,
+        and whether the physics term was skipped as non-finite."""
+        full_target = target[0] if isinstance(target, list) else target
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            seg, aux = self.network(data, metadata=self._metadata_tensor(keys), return_aux=True)
+            losses = {"seg": self.loss(seg, target),
+                      "cls": self.class_loss(aux["class_logits"], patch_targets(full_target))}
+        skipped = False
+        if self.use_pinn:
+            losses["physics"], skipped = self._physics(data, aux["pinn_features"])
+        return losses, aux, skipped
+
     def train_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
@@ -191,28 +216,11 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
         keys = batch.get("keys", [""] * data.shape[0])
         if self.left_right_flip_probability > 0 and "keys" in batch:
             data, target = self._maybe_flip_left_right(data, target, keys)
-        full_target = target[0] if isinstance(target, list) else target
-        metadata = self._metadata_tensor(keys)
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            seg, aux = self.network(data, metadata=metadata, return_aux=True)
-            losses = {"seg": self.loss(seg, target),
-                      "cls": self.class_loss(aux["class_logits"], patch_targets(full_target))}
-        skipped = False
-        if self.use_pinn:
-            losses["physics"], skipped = self._physics(data, aux["pinn_features"])
+        losses, aux, skipped = self.compute_losses(data, target, keys)
         total, weights = self.balancer({k: v.float() for k, v in losses.items()})
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(total).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.optimizer.step()
-        if isinstance(self.class_loss, AUCMarginLoss):
+        stepped = self.backward_and_step(total)
+        if isinstance(self.class_loss, AUCMarginLoss) and stepped:
             self.class_loss.ascend(self.optimizer.param_groups[0]["lr"])
         out = {"loss": total.detach().cpu().numpy(), "physics_skipped": float(skipped)}
         for name, value in losses.items():
@@ -227,6 +235,7 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
     def on_train_epoch_end(self, train_outputs):
         super().on_train_epoch_end(train_outputs)
         out = collate_outputs(train_outputs)
+        out["metadata_missing"] = [self.metadata.take_missing()]  # a count per epoch, not a mean
         for key in self.extra_metrics:
             value = float(np.nanmean(out[key])) if key in out and not np.all(np.isnan(out[key])) else float("nan")
             self.logger.log(key, value, self.current_epoch)
@@ -251,6 +260,7 @@ class AneurysmWaveFormerAUCMTrainer(AneurysmWaveFormerTrainer):
     """The full model with the AUC-margin classification loss in place of ASL."""
 
     class_loss_name = "aucm"
+    fixed_losses = ("class_loss",)
 
 
 class AneurysmWaveFormerPINNTrainer(AneurysmWaveFormerTrainer):

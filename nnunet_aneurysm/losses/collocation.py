@@ -13,12 +13,12 @@ import torch
 from torch.nn import functional as F
 
 
-def vessel_mask(data: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """[B, D, H, W] bool: the vessel-probability channel (channel 1) above ``threshold``;
-    all True when the input has no vessel channel (then points spread over the whole patch)."""
-    if data.shape[1] < 2:
+def vessel_mask(data: torch.Tensor, channel: int | None, threshold: float = 0.5) -> torch.Tensor:
+    """[B, D, H, W] bool: the vessel-probability ``channel`` of the input above ``threshold``;
+    all True when there is no such channel (then points spread over the whole patch)."""
+    if channel is None or data.shape[1] <= channel:
         return torch.ones_like(data[:, 0], dtype=torch.bool)
-    return data[:, 1] > threshold
+    return data[:, channel] > threshold
 
 
 def wall_mask(mask: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,68 @@
+"""Series metadata (age, sex, modality) as the vector the networks' FiLM layers take.
+
+The converter writes ``metadata.csv`` beside each raw dataset (one row per case); trainers and
+inference read it here and look rows up by case id. A case without a row is not silently
+zero-filled: :class:`MetadataTable` counts every miss so trainers can report them per epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nnunet_aneurysm.labels import MODALITIES
+
+METADATA_COLUMNS = ("PatientAge", "PatientSex", "Modality")
+# age / 100, female, male, one-hot modality (CSV spelling of labels.MODALITIES)
+METADATA_DIM = 3 + len(MODALITIES)
+
+
+def encode_metadata(age: float | None, sex: str | None, modality: str | None) -> np.ndarray:
+    """One series' vector [METADATA_DIM] float32; an unknown field encodes as zeros."""
+    vec = np.zeros(METADATA_DIM, np.float32)
+    if age is not None and np.isfinite(float(age)):
+        vec[0] = float(age) / 100.0
+    vec[1], vec[2] = float(sex == "Female"), float(sex == "Male")
+    if modality in MODALITIES:
+        vec[3 + MODALITIES.index(modality)] = 1.0
+    return vec
+
+
+class MetadataTable:
+    """case id -> metadata vector, with a count of look-ups that found no row."""
+
+    def __init__(self, vectors: dict[str, np.ndarray] | None = None):
+        self.vectors = dict(vectors or {})
+        self.missing = 0
+
+    @classmethod
+    def read(cls, path: Path | str) -> MetadataTable:
+        """From the converter's ``metadata.csv`` or any table with ``case_id`` and the metadata columns."""
+        table = pd.read_csv(path, dtype={"case_id": str})
+        absent = {"case_id", *METADATA_COLUMNS} - set(table.columns)
+        if absent:
+            raise ValueError(f"{path} lacks the columns {sorted(absent)}")
+        return cls({row.case_id: encode_metadata(row.PatientAge, row.PatientSex, row.Modality)
+                    for row in table.itertuples()})
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def lookup(self, case_ids: Iterable[str]) -> np.ndarray:
+        """[len(case_ids), METADATA_DIM]; rows of unknown cases are zeros and counted in ``missing``."""
+        rows = []
+        for case in case_ids:
+            vector = self.vectors.get(str(case))
+            if vector is None:
+                self.missing += 1
+                vector = np.zeros(METADATA_DIM, np.float32)
+            rows.append(vector)
+        return np.stack(rows) if rows else np.zeros((0, METADATA_DIM), np.float32)
+
+    def take_missing(self) -> int:
+        """Misses since the last call (a trainer reports them once per epoch)."""
+        count, self.missing = self.missing, 0
+        return count
