@@ -6,6 +6,7 @@ Every verb has ``--help``; heavy imports happen inside the verbs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def _synth(args: argparse.Namespace) -> int:
     from nnunet_aneurysm.dataset_conversion.synthetic import generate
 
     truths = generate(args.out, args.series, args.seed, args.size, args.segmentation_fraction,
-                      args.multiframe_fraction, args.workers)
+                      args.multiframe_fraction, args.workers, fov_mm=args.fov_mm)
     positive = sum(bool(t.aneurysms) for t in truths)
     print(f"wrote {len(truths)} series ({positive} with aneurysms) to {args.out}")
     return 0
@@ -49,7 +50,7 @@ def _convert(args: argparse.Namespace) -> int:
 
     try:
         report = convert(args.rsna_root, args.vessels_id, args.aneurysms_id, args.raw, args.workers,
-                         args.sphere_radius_mm, resume=not args.restart)
+                         args.sphere_radius_mm, resume=not args.restart, n_folds=args.folds)
     except ConversionInputError as err:
         raise UserInputError(str(err)) from None
     failed = report[report["status"] == "failed"]
@@ -60,70 +61,128 @@ def _convert(args: argparse.Namespace) -> int:
     return min(len(failed), 125)
 
 
-def _vessel_channel(args: argparse.Namespace) -> int:
-    from nnunet_aneurysm.inference.vessel_channel import add_vessel_channel
-    from nnunet_aneurysm.nnunet_env import dataset_name, model_folder, require_env
+def _roi_dataset(args: argparse.Namespace) -> int:
+    from nnunet_aneurysm.inference.roi_dataset import build_roi_dataset
+    from nnunet_aneurysm.nnunet_env import dataset_name, model_folder, our_trainers_visible, require_env
+    from nnunet_aneurysm.roi import RoiSettings
     from nnunet_aneurysm.stages import stage2_dataset_name
 
     raw = require_env("nnUNet_raw", "nnUNet_results")["nnUNet_raw"]
+    our_trainers_visible()
     aneurysms = dataset_name(args.aneurysms)
     model_dir = model_folder(args.vessels, args.trainer, args.plans, args.configuration)
+    settings = RoiSettings(tuple(args.size_mm), args.spacing_mm)
     try:
-        folder = add_vessel_channel(raw, aneurysms, stage2_dataset_name(args.output_id, aneurysms), model_dir,
-                                    args.device)
+        folder = build_roi_dataset(raw, aneurysms, stage2_dataset_name(args.output_id, aneurysms), model_dir,
+                                   args.device, settings)
     except FileNotFoundError as err:
         raise UserInputError(str(err)) from None
     print(f"wrote {folder}")
     return 0
 
 
-def _predict(args: argparse.Namespace) -> int:
-    import os
+def _pipeline_init(args: argparse.Namespace) -> int:
+    from nnunet_aneurysm.inference.pipeline_init import init_pipeline
 
-    from nnunet_aneurysm.nnunet_env import dataset_name, model_folder, our_trainers_visible, require_env
-
-    raw = require_env("nnUNet_raw", "nnUNet_results")["nnUNet_raw"]
-    our_trainers_visible()
-    if not args.input.is_dir():
-        raise UserInputError(f"input folder {args.input} does not exist")
-    model_dir = model_folder(args.dataset, args.trainer, args.plans, args.configuration)
-
-    import torch
-
-    from nnunet_aneurysm.inference.case_features import CaseFeaturePredictor
-    from nnunet_aneurysm.metadata import MetadataTable
-
-    table = args.metadata or raw / dataset_name(args.dataset) / "metadata.csv"
-    metadata = MetadataTable.read(table) if table.is_file() else MetadataTable()
-    if args.device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
-    predictor = CaseFeaturePredictor(tile_step_size=args.step_size, use_mirroring=not args.disable_tta,
-                                     device=torch.device(args.device), allow_tqdm=not args.disable_progress_bar,
-                                     metadata=metadata)
     try:
-        predictor.initialize_from_trained_model_folder(str(model_dir), [int(f) if f.isdigit() else f for f in args.f],
-                                                       args.chk)
+        path = init_pipeline(args.output, args.stage1, args.stage2, args.stage1_trainer, args.stage2_trainer,
+                             args.stage1_plans, args.stage2_plans, args.configuration, args.folds, args.gat,
+                             args.stacker, not args.no_tta)
     except (ValueError, FileNotFoundError) as err:
         raise UserInputError(str(err)) from None
-    predictor.predict_from_files(str(args.input), str(args.output), save_probabilities=args.save_probabilities,
-                                 overwrite=True, num_processes_preprocessing=args.npp,
-                                 num_processes_segmentation_export=args.nps)
-    if metadata.missing:
-        print(f"{metadata.missing} patch look-ups found no metadata row for their case: zeros entered FiLM")
-    print(f"predictions and <case>_features.json written to {args.output}")
+    print(f"pipeline file written to {path}")
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from nnunet_aneurysm.demo import DemoSettings, run_demo
+def _predict_series(args: argparse.Namespace) -> int:
+    import logging
 
-    run_demo(DemoSettings(args.workdir, args.series, args.size, args.seed, tuple(args.folds), args.epochs,
-                          args.iterations, args.val_iterations))
+    from nnunet_aneurysm.inference.pipeline_file import read_pipeline
+    from nnunet_aneurysm.inference.series import SeriesPipeline, predict_series, series_folders
+
+    try:
+        pipeline = read_pipeline(args.pipeline)
+        folders = series_folders(args.inputs)
+    except ValueError as err:
+        raise UserInputError(str(err)) from None
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.device == "cpu":
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+    submission = predict_series(SeriesPipeline(pipeline, args.device), folders, args.output,
+                                save_outputs=args.save_outputs)
+    print(f"{len(submission)} series predicted: {args.output} (per-series log: "
+          f"{args.output.with_name(args.output.stem + '_log.csv')})")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    import pandas as pd
+
+    from nnunet_aneurysm.evaluation.metric import align, evaluate
+    from nnunet_aneurysm.evaluation.roc import plot_roc_curves
+    from nnunet_aneurysm.labels import ID_COLUMN
+
+    tables = []
+    for path in (args.labels, args.predictions):
+        if not path.is_file():
+            raise UserInputError(f"{path} does not exist")
+        tables.append(pd.read_csv(path, dtype={ID_COLUMN: str}))
+    try:
+        result = evaluate(*tables, bootstrap=args.bootstrap)
+    except ValueError as err:
+        raise UserInputError(str(err)) from None
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "metrics.json").write_text(json.dumps(result.as_dict(), indent=2))
+    truth, scores, _, _ = align(*tables)
+    plot_roc_curves(truth, scores, list(result.aucs.values()), args.out)
+    print(format_evaluation(result))
+    print(f"metrics.json and ROC curves in {args.out}")
+    return 0
+
+
+def format_evaluation(result) -> str:
+    """The scores as a terminal shows them: weighted AUC and 'present' with 95 % intervals, then each column."""
+    def with_ci(name, value):
+        ci = result.intervals.get(name)
+        text = "undefined" if value is None else f"{value:.3f}"
+        return text + (f" (95 % CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+
+    lines = [f"held-out series: {result.n_series}",
+             f"weighted AUC: {with_ci('weighted_auc', result.score)}",
+             f"Aneurysm Present AUC: {with_ci('Aneurysm Present', result.aucs['Aneurysm Present'])}"]
+    for column, auc in result.aucs.items():
+        lines.append(f"  {column:45s} {'one class' if auc is None else f'{auc:.3f}':>9s}  "
+                     f"({result.positives[column]} positives)")
+    if result.missing:
+        lines.append(f"{len(result.missing)} labelled series have no prediction (left out): {result.missing[:3]}...")
+    if result.extra:
+        lines.append(f"{len(result.extra)} predicted series have no label (ignored)")
+    return "\n".join(lines)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from nnunet_aneurysm.demo import DemoSettings, Schedule, quick_settings, run_demo
+
+    settings = quick_settings(args.workdir) if args.quick else DemoSettings(args.workdir)
+    changes = {k: v for k, v in (("train_series", args.train_series), ("heldout_series", args.heldout_series),
+                                 ("size", args.size), ("folds", args.folds)) if v is not None}
+    settings = replace(settings, seed=args.seed, device=args.device, **changes)
+    for stage, epochs in (("stage1", args.stage1_epochs), ("stage2", args.stage2_epochs)):
+        old = getattr(settings, stage)
+        setattr(settings, stage, Schedule(epochs or old.epochs, args.iterations or old.iterations, old.val_iterations))
+    run_demo(settings)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     from nnunet_aneurysm.planners import PLANNERS
+    from nnunet_aneurysm.roi import RoiSettings
     from nnunet_aneurysm.stages import STAGE1, STAGE2
 
     parser = argparse.ArgumentParser(prog="nnunet-aneurysm", description=__doc__.splitlines()[0])
@@ -155,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path)
     p.add_argument("--series", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=96, help="in-plane matrix size (field of view is 84 mm)")
+    p.add_argument("--size", type=int, default=96, help="in-plane matrix size")
+    p.add_argument("--fov-mm", type=float, default=84.0,
+                   help="field of view across, mm: 84 frames the arteries (default), 220 a whole head as CTA does")
     p.add_argument("--segmentation-fraction", type=float, default=0.5, help="share of series with cowseg files")
     p.add_argument("--multiframe-fraction", type=float, default=0.1, help="share stored as one multi-frame file")
     p.add_argument("--workers", type=int, default=2)
@@ -172,57 +233,94 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--sphere-radius-mm", type=float, default=4.0)
     p.add_argument("--restart", action="store_true", help="reconvert cases that already exist")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds in splits_final.json (default 5)")
     p.set_defaults(func=_convert)
 
-    p = verbs.add_parser("vessel-channel", help="add stage 1's out-of-fold vessel probability to the aneurysm "
-                                                "dataset (stage 2's second input channel)",
-                         description="Predict every aneurysm case with the stage-1 model of its own fold and write "
-                                     "a new raw dataset DatasetOUT_<name>WithVessels with channels image + "
-                                     "vessel probability (like nnU-Net's cascade does for its low-res stage).")
+    p = verbs.add_parser("roi-dataset", help="stage 1 -> stage 2: the aneurysm dataset cropped to each case's "
+                                             "vessel region of interest, with stage 1's vessel channels",
+                         description="Predict every aneurysm case with the stage-1 model of its own fold (out-of-fold, "
+                                     "like nnU-Net's cascade), find its vessel region of interest (a fixed box "
+                                     "around the vessels' median, patient-aligned) and write DatasetOUT_<name>ROI: "
+                                     "image, vessel probability and artery labels on the ROI grid, the aneurysm "
+                                     "labels drawn there, and roi.csv (where each ROI lies in its scan).")
     p.add_argument("--vessels", required=True, help="stage-1 (vessel) dataset id or name")
     p.add_argument("--aneurysms", required=True, help="aneurysm dataset id or name")
     p.add_argument("--output-id", type=int, required=True)
     p.add_argument("-tr", "--trainer", default=STAGE1.trainer)
     p.add_argument("-p", "--plans", default=STAGE1.plans)
     p.add_argument("-c", "--configuration", default="3d_fullres")
+    p.add_argument("--size-mm", type=float, nargs=3, default=list(RoiSettings.size_mm),
+                   help="ROI extent along S-I, A-P, L-R in mm (default %(default)s)")
+    p.add_argument("--spacing-mm", type=float, default=RoiSettings.spacing_mm,
+                   help="ROI voxel size in mm (default %(default)s)")
     p.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"])
-    p.set_defaults(func=_vessel_channel)
+    p.set_defaults(func=_roi_dataset)
 
-    p = verbs.add_parser("predict", help="nnUNetv2_predict for stage 2, plus per-case features for the stacker",
-                         description="Same flags and outputs as nnUNetv2_predict, and beside each segmentation a "
-                                     "<case>_features.json: per fold, the 14 series-level probabilities (max over "
-                                     "patches), the AKOrN order parameter and the PINN residual. Needs an "
-                                     "AneurysmWaveFormer* trainer.")
-    p.add_argument("-i", "--input", type=Path, required=True, help="folder of images named like imagesTr")
-    p.add_argument("-o", "--output", type=Path, required=True)
-    p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
-    p.add_argument("-tr", "--trainer", default=STAGE2.trainer)
-    p.add_argument("-p", "--plans", default=STAGE2.plans)
-    p.add_argument("-c", "--configuration", required=True)
-    p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], help="folds (default 0 1 2 3 4)")
-    p.add_argument("-chk", default="checkpoint_final.pth")
-    p.add_argument("-step_size", "--step-size", type=float, default=0.5)
-    p.add_argument("--disable_tta", action="store_true")
-    p.add_argument("--save_probabilities", action="store_true")
-    p.add_argument("--metadata", type=Path, default=None,
-                   help="table with case_id, PatientAge, PatientSex, Modality (default: the dataset's metadata.csv)")
-    p.add_argument("-npp", type=int, default=1, help="preprocessing processes")
-    p.add_argument("-nps", type=int, default=1, help="export processes")
-    p.add_argument("-device", "--device", default="cuda", choices=["cpu", "cuda"], help="as nnUNetv2_predict")
-    p.add_argument("--disable_progress_bar", action="store_true")
-    p.set_defaults(func=_predict)
+    p = verbs.add_parser("pipeline", help="the pipeline file: everything a prediction needs",
+                         description="Write a pipeline file (JSON, paths relative to it) from trained models.")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = actions.add_parser("init", help="write a pipeline file from trained stage-1 and stage-2 models",
+                           description="Names the stage-1 and stage-2 model folders and folds, the ROI settings (read "
+                                       "from the stage-2 dataset's roi.csv, so inference crops as training did), "
+                                       "the optional GAT and stacker, and the fallback probabilities (training "
+                                       "prevalence).")
+    q.add_argument("-o", "--output", type=Path, required=True, help="the pipeline file to write (.json)")
+    q.add_argument("--stage1", required=True, help="stage-1 (vessel) dataset id or name")
+    q.add_argument("--stage2", required=True, help="stage-2 (ROI) dataset id or name")
+    q.add_argument("--stage1-trainer", default=STAGE1.trainer)
+    q.add_argument("--stage2-trainer", default=STAGE2.trainer)
+    q.add_argument("--stage1-plans", default=STAGE1.plans)
+    q.add_argument("--stage2-plans", default=STAGE2.plans)
+    q.add_argument("-c", "--configuration", default="3d_fullres")
+    q.add_argument("-f", "--folds", nargs="+", type=int, default=None, help="folds (default: every trained fold)")
+    q.add_argument("--gat", type=Path, default=None, help="folder of the per-fold GAT models")
+    q.add_argument("--stacker", type=Path, default=None, help="folder of the stacker")
+    q.add_argument("--no-tta", action="store_true", help="no left/right flip test-time augmentation")
+    q.set_defaults(func=_pipeline_init)
 
-    p = verbs.add_parser("demo", help="the main job on synthetic data, end to end on the CPU",
-                         description="Generate synthetic RSNA data, convert, plan, preprocess and train both "
-                                     "stages with stock nnU-Net commands, then predict. Prints every command.")
+    p = verbs.add_parser("predict-series", help="DICOM series -> submission.csv (14 probabilities per series)",
+                         description="Predict DICOM series with a pipeline file: stage 1 (folds, flip TTA), region of "
+                                     "interest, stage 2 (folds, flip TTA), graph, GAT, stacker. INPUT is a series "
+                                     "folder, a folder of series folders, or an RSNA root. A series that fails any "
+                                     "step still gets a row (the previous step's answer or the fallback row); the "
+                                     "reasons go to <output>_log.csv.")
+    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT")
+    p.add_argument("-o", "--output", type=Path, required=True, help="submission CSV to write")
+    p.add_argument("--pipeline", type=Path, required=True, help="pipeline file (nnunet-aneurysm pipeline init)")
+    p.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--save-outputs", type=Path, default=None,
+                   help="also write each series' stage-2 maps and candidates (patient mm) under this folder")
+    p.set_defaults(func=_predict_series)
+
+    p = verbs.add_parser("evaluate", help="the competition's weighted AUC of a submission",
+                         description="Weighted AUC (13 x Aneurysm Present + the 13 location AUCs, over 26), per-column "
+                                     "AUCs with positives counted, bootstrap 95 % intervals; rows matched by "
+                                     "SeriesInstanceUID. A column with one class has no AUC and is left out with its "
+                                     "weight (reported). Writes metrics.json and ROC curves.")
+    p.add_argument("--labels", type=Path, required=True, help="train.csv-like table with the 14 label columns")
+    p.add_argument("--predictions", type=Path, required=True, help="submission.csv")
+    p.add_argument("--out", type=Path, default=Path("evaluation"), help="folder for metrics.json and ROC curves")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (0: none)")
+    p.set_defaults(func=_evaluate)
+
+    p = verbs.add_parser("demo", help="the main job on synthetic data, end to end, scored on a held-out set",
+                         description="Generate a training set and a held-out set (another seed), convert, plan, "
+                                     "preprocess and train both stages per fold with stock nnU-Net commands, build "
+                                     "out-of-fold features, GAT and stacker, write the pipeline file, predict the "
+                                     "held-out set from its DICOM folder, evaluate it and write the report. Prints "
+                                     "every command; running it again resumes.")
     p.add_argument("--workdir", type=Path, default=Path("demo_run"))
-    p.add_argument("--series", type=int, default=20)
-    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--quick", action="store_true", help="the smoke size: every step in minutes, nothing learnt")
+    p.add_argument("--train-series", type=int, default=None, help="training series (default 200)")
+    p.add_argument("--heldout-series", type=int, default=None, help="held-out series (default 100)")
+    p.add_argument("--size", type=int, default=None, help="in-plane matrix size of the generated scans (default 64)")
+    p.add_argument("--folds", type=int, default=None, help="cross-validation folds, each trained (default 2)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--folds", nargs="+", default=["0", "1"], help="folds to train (all five: 0 1 2 3 4)")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--iterations", type=int, default=10)
-    p.add_argument("--val-iterations", type=int, default=2)
+    p.add_argument("--stage1-epochs", type=int, default=None)
+    p.add_argument("--stage2-epochs", type=int, default=None)
+    p.add_argument("--iterations", type=int, default=None, help="iterations per epoch of both stages")
+    p.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cuda: nnU-Net's GPU configuration (3d_fullres) and schedule")
     p.set_defaults(func=_demo)
     return parser
 

@@ -1,10 +1,14 @@
-"""The main job on embedded synthetic data: every step a user would type, in order.
+"""The main job on embedded synthetic data, as a user would run it: every step a command, printed,
+resumable, ending in a scored held-out submission.
 
-synthetic RSNA folder -> two raw datasets -> stage 1 (SegFormer3D, vessels) planned, preprocessed,
-trained per fold -> out-of-fold vessel channel -> stage 2 (WaveFormer + AKOrN + PINN, aneurysms)
-planned, preprocessed, trained per fold -> fold-ensemble prediction with probabilities and per-case
-features for the stacker (our predict verb: nnU-Net's predictor plus AKOrN and PINN read-outs).
-Each step runs the stock nnU-Net command (or our verb) as a subprocess, exactly as printed.
+training set (generated) -> two raw datasets -> stage 1 planned, preprocessed, trained per fold ->
+out-of-fold region-of-interest dataset -> stage 2 planned, preprocessed, trained per fold ->
+out-of-fold meta-features -> GAT and stacker -> pipeline file -> held-out set (another seed, never
+trained on) predicted from its DICOM folder -> evaluation -> report.
+
+Each step runs the stock nnU-Net command or our verb as a subprocess, exactly as printed, with
+nnU-Net's folders inside the work directory. A step whose output exists is skipped, and a fold
+whose training stopped continues with ``--c``: running the demo again resumes it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nnunet_aneurysm.stages import (
@@ -22,31 +26,54 @@ from nnunet_aneurysm.stages import (
     CPU_CONFIGURATION,
     STAGE1,
     STAGE2,
-    VESSEL_CHANNEL,
+    VESSELS_NAME,
     Stage,
-    channel_file,
     dataset_name,
     stage2_dataset_name,
 )
 
 VESSELS_ID, ANEURYSMS_ID, STAGE2_ID = 101, 102, 103
-STAGE2_DATASET = stage2_dataset_name(STAGE2_ID, dataset_name(ANEURYSMS_ID, ANEURYSMS_NAME))
+VESSELS_DATASET = dataset_name(VESSELS_ID, VESSELS_NAME)
+ANEURYSMS_DATASET = dataset_name(ANEURYSMS_ID, ANEURYSMS_NAME)
+STAGE2_DATASET = stage2_dataset_name(STAGE2_ID, ANEURYSMS_DATASET)
+HELDOUT_SEED_OFFSET = 1000  # the held-out set's seed is the training seed + this: never the same series
+
+
+@dataclass
+class Schedule:
+    epochs: int
+    iterations: int
+    val_iterations: int = 2
 
 
 @dataclass
 class DemoSettings:
     workdir: Path
-    series: int = 20
+    train_series: int = 200
+    heldout_series: int = 100
     size: int = 64
+    fov_mm: float = 84.0
     seed: int = 0
-    folds: tuple[str, ...] = ("0", "1")
-    epochs: int = 5
-    iterations: int = 10
-    val_iterations: int = 2
-    predict_cases: int = 2
+    folds: int = 2
+    stage1: Schedule = field(default_factory=lambda: Schedule(15, 20))
+    stage2: Schedule = field(default_factory=lambda: Schedule(15, 20))
+    device: str = "cpu"
+    workers: int = 2
+
+    @property
+    def configuration(self) -> str:
+        """The CPU configuration's short schedule on the CPU; nnU-Net's own on a GPU."""
+        return CPU_CONFIGURATION if self.device == "cpu" else "3d_fullres"
+
+
+def quick_settings(workdir: Path) -> DemoSettings:
+    """The smoke size: every step runs, in minutes, learning nothing to speak of."""
+    return DemoSettings(workdir, train_series=16, heldout_series=6, size=48, folds=2,
+                        stage1=Schedule(1, 2, 1), stage2=Schedule(1, 2, 1))
 
 
 def demo_environment(workdir: Path) -> dict[str, str]:
+    """nnU-Net's three folders inside the work directory, our trainers visible, CPU-sane worker counts."""
     env = dict(os.environ)
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (workdir / name).mkdir(parents=True, exist_ok=True)
@@ -59,66 +86,111 @@ def demo_environment(workdir: Path) -> dict[str, str]:
     return env
 
 
-def _run(argv: list[str], env: dict[str, str], log: Path) -> None:
-    command = " ".join(shlex.quote(a) for a in argv)
-    print(f"$ {command}", flush=True)
-    start = time.perf_counter()
-    bindir = Path(sys.executable).parent
-    exe = bindir / argv[0] if (bindir / argv[0]).exists() else argv[0]
-    with open(log, "a") as f:
-        f.write(f"\n$ {command}\n")
-        f.flush()
-        proc = subprocess.run([str(exe), *argv[1:]], env=env, stdout=f, stderr=subprocess.STDOUT)
-    print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"step failed (exit {proc.returncode}): {command}\n  see {log}")
+class Runner:
+    """Runs commands with the demo's environment, printing each and logging its output."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.env, self.log = demo_environment(workdir), workdir / "demo.log"
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, argv: list[str], label: str | None = None, show_output: bool = False) -> None:
+        command = " ".join(shlex.quote(a) for a in argv)
+        print(f"$ {command}", flush=True)
+        start = time.perf_counter()
+        bindir = Path(sys.executable).parent
+        exe = bindir / argv[0] if (bindir / argv[0]).exists() else argv[0]
+        with open(self.log, "a") as f:
+            f.write(f"\n$ {command}\n")
+            f.flush()
+            proc = subprocess.run([str(exe), *argv[1:]], env=self.env, stdout=None if show_output else f,
+                                  stderr=None if show_output else subprocess.STDOUT)
+        elapsed = time.perf_counter() - start
+        if label:
+            self.seconds[label] = self.seconds.get(label, 0.0) + elapsed
+        print(f"  done in {elapsed:.0f} s", flush=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"step failed (exit {proc.returncode}): {command}\n  see {self.log}")
 
 
-def _stage(settings: DemoSettings, env, log, dataset: int, stage: Stage) -> None:
-    _run(["nnunet-aneurysm", "plan", "-d", str(dataset), "--planner", stage.planner,
-          "--cpu-epochs", str(settings.epochs), "--cpu-iterations", str(settings.iterations),
-          "--cpu-val-iterations", str(settings.val_iterations), "-np", "2"], env, log)
-    _run(["nnUNetv2_preprocess", "-d", str(dataset), "-plans_name", stage.plans, "-c", "3d_fullres", "-np", "2"],
-         env, log)
-    for fold in settings.folds:
-        _run(["nnUNetv2_train", str(dataset), CPU_CONFIGURATION, fold, "-tr", stage.trainer, "-p", stage.plans,
-              "-device", "cpu"], env, log)
+def model_folder(env: dict[str, str], dataset: str, stage: Stage, configuration: str,
+                 trainer: str | None = None) -> Path:
+    return Path(env["nnUNet_results"]) / dataset / f"{trainer or stage.trainer}__{stage.plans}__{configuration}"
+
+
+def train_folds(run: Runner, settings: DemoSettings, dataset_id: int, dataset: str, stage: Stage,
+                trainer: str | None = None, label: str | None = None) -> Path:
+    """Train every fold (skipped when finished, continued with --c when interrupted); returns the model folder."""
+    folder = model_folder(run.env, dataset, stage, settings.configuration, trainer)
+    for fold in range(settings.folds):
+        if (folder / f"fold_{fold}" / "checkpoint_final.pth").is_file():
+            continue
+        resume = ["--c"] if (folder / f"fold_{fold}" / "checkpoint_latest.pth").is_file() else []
+        run(["nnUNetv2_train", str(dataset_id), settings.configuration, str(fold), "-tr", trainer or stage.trainer,
+             "-p", stage.plans, "-device", settings.device, *resume], label or stage.trainer)
+    return folder
+
+
+def plan_and_preprocess(run: Runner, settings: DemoSettings, dataset_id: int, dataset: str, stage: Stage,
+                        schedule: Schedule) -> None:
+    if (Path(run.env["nnUNet_preprocessed"]) / dataset / f"{stage.plans}.json").is_file():
+        return
+    run(["nnunet-aneurysm", "plan", "-d", str(dataset_id), "--planner", stage.planner,
+         "--cpu-epochs", str(schedule.epochs), "--cpu-iterations", str(schedule.iterations),
+         "--cpu-val-iterations", str(schedule.val_iterations), "-np", str(settings.workers)], "plan")
+    run(["nnUNetv2_preprocess", "-d", str(dataset_id), "-plans_name", stage.plans, "-c", "3d_fullres",
+         "-np", str(settings.workers)], "preprocess")
+
+
+def generate(run: Runner, settings: DemoSettings) -> tuple[Path, Path]:
+    """The training folder and the held-out folder (another seed), in the competition's layout."""
+    train, heldout = run.workdir / "rsna_train", run.workdir / "rsna_heldout"
+    for folder, n, seed in ((train, settings.train_series, settings.seed),
+                            (heldout, settings.heldout_series, settings.seed + HELDOUT_SEED_OFFSET)):
+        if not (folder / "train.csv").is_file():
+            run(["nnunet-aneurysm", "synth", str(folder), "--series", str(n), "--size", str(settings.size),
+                 "--fov-mm", str(settings.fov_mm), "--seed", str(seed), "--workers", str(settings.workers)], "synth")
+    return train, heldout
+
+
+def train_both_stages(run: Runner, settings: DemoSettings, train: Path) -> tuple[Path, Path]:
+    """Conversion, stage 1, the out-of-fold ROI dataset, stage 2; returns both model folders."""
+    raw = Path(run.env["nnUNet_raw"])
+    if not (raw / ANEURYSMS_DATASET / "metadata.csv").is_file():
+        run(["nnunet-aneurysm", "convert", str(train), "--vessels-id", str(VESSELS_ID), "--aneurysms-id",
+             str(ANEURYSMS_ID), "--folds", str(settings.folds), "--workers", str(settings.workers)], "convert")
+    plan_and_preprocess(run, settings, VESSELS_ID, VESSELS_DATASET, STAGE1, settings.stage1)
+    stage1 = train_folds(run, settings, VESSELS_ID, VESSELS_DATASET, STAGE1)
+    if not (raw / STAGE2_DATASET / "roi.csv").is_file():
+        run(["nnunet-aneurysm", "roi-dataset", "--vessels", str(VESSELS_ID), "--aneurysms", str(ANEURYSMS_ID),
+             "--output-id", str(STAGE2_ID), "-c", settings.configuration, "-device", settings.device], "roi-dataset")
+    plan_and_preprocess(run, settings, STAGE2_ID, STAGE2_DATASET, STAGE2, settings.stage2)
+    stage2 = train_folds(run, settings, STAGE2_ID, STAGE2_DATASET, STAGE2)
+    return stage1, stage2
+
+
+def predict_heldout(run: Runner, settings: DemoSettings, heldout: Path, extra_init: list[str] = ()) -> Path:
+    """Pipeline file from the trained models, then the held-out set predicted from its DICOM folder and scored."""
+    pipeline = run.workdir / "pipeline" / "pipeline.json"
+    run(["nnunet-aneurysm", "pipeline", "init", "-o", str(pipeline), "--stage1", str(VESSELS_ID), "--stage2",
+         str(STAGE2_ID), "-c", settings.configuration, *extra_init], "pipeline init")
+    submission = run.workdir / "submission.csv"
+    if not submission.is_file():
+        run(["nnunet-aneurysm", "predict-series", str(heldout), "-o", str(submission), "--pipeline", str(pipeline),
+             "-device", settings.device, "--save-outputs", str(run.workdir / "heldout_outputs")], "predict-series",
+            show_output=True)
+    run(["nnunet-aneurysm", "evaluate", "--labels", str(heldout / "train.csv"), "--predictions", str(submission),
+         "--out", str(run.workdir / "evaluation")], "evaluate", show_output=True)
+    return submission
 
 
 def run_demo(settings: DemoSettings) -> Path:
-    """Runs everything under ``settings.workdir``; returns the folder of the final predictions."""
+    """Runs everything under ``settings.workdir``; returns the work directory."""
     workdir = settings.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    env, log = demo_environment(workdir), workdir / "demo.log"
-    print(f"working in {workdir} (full command output in {log})")
-    rsna = workdir / "rsna"
-    if not (rsna / "train.csv").is_file():
-        _run(["nnunet-aneurysm", "synth", str(rsna), "--series", str(settings.series), "--size",
-              str(settings.size), "--seed", str(settings.seed)], env, log)
-    _run(["nnunet-aneurysm", "convert", str(rsna), "--vessels-id", str(VESSELS_ID),
-          "--aneurysms-id", str(ANEURYSMS_ID)], env, log)
-    _stage(settings, env, log, VESSELS_ID, STAGE1)
-    _run(["nnunet-aneurysm", "vessel-channel", "--vessels", str(VESSELS_ID), "--aneurysms", str(ANEURYSMS_ID),
-          "--output-id", str(STAGE2_ID), "-c", CPU_CONFIGURATION], env, log)
-    _stage(settings, env, log, STAGE2_ID, STAGE2)
-
-    raw = Path(env["nnUNet_raw"]) / STAGE2_DATASET
-    inputs = workdir / "predict_input"
-    inputs.mkdir(exist_ok=True)
-    first = channel_file("", 0)
-    cases = sorted(p.name[: -len(first)] for p in (raw / "imagesTr").glob(f"*{first}"))
-    for case in cases[: settings.predict_cases]:
-        for channel in (0, VESSEL_CHANNEL):
-            target = inputs / channel_file(case, channel)
-            if not target.exists():
-                target.symlink_to(raw / "imagesTr" / target.name)
-    out = workdir / "predictions"
-    _run(["nnunet-aneurysm", "predict", "-i", str(inputs), "-o", str(out), "-d", str(STAGE2_ID),
-          "-c", CPU_CONFIGURATION, "-tr", STAGE2.trainer, "-p", STAGE2.plans, "-f", *settings.folds, "-device", "cpu",
-          "--save_probabilities", "-npp", "1", "-nps", "1"], env, log)
-    results = Path(env["nnUNet_results"])
-    print("\nWhat to look at:")
-    for png in sorted(results.rglob("progress*.png")):
-        print(f"  {png}")
-    print(f"  predictions (segmentations, probabilities, <case>_features.json): {out}")
-    return out
+    run = Runner(workdir)
+    print(f"working in {workdir} (full command output in {run.log})")
+    train, heldout = generate(run, settings)
+    train_both_stages(run, settings, train)
+    predict_heldout(run, settings, heldout)
+    return workdir

@@ -49,6 +49,8 @@ TRAIN_CSV_COLUMNS: tuple[str, ...] = (
     (ID_COLUMN, "PatientAge", "PatientSex", "Modality") + LOCATION_COLUMNS + (PRESENT_COLUMN,)
 )
 LOCALIZER_COLUMNS: tuple[str, ...] = (ID_COLUMN, "SOPInstanceUID", "coordinates", "location")
+# the converter's localizers.csv: each localizer point in patient coordinates (mm, DICOM LPS)
+LOCALIZER_POINTS_COLUMNS: tuple[str, ...] = ("case_id", "location", "class_id", "x_mm", "y_mm", "z_mm")
 MODALITIES: tuple[str, ...] = ("CTA", "MRA", "MRI T2", "MRI T1post")
 
 BY_NAME: dict[str, Location] = {loc.name: loc for loc in LOCATIONS}

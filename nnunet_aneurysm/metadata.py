@@ -13,11 +13,35 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nnunet_aneurysm.labels import MODALITIES
+from nnunet_aneurysm.labels import MODALITIES, SUBMISSION_COLUMNS
 
 METADATA_COLUMNS = ("PatientAge", "PatientSex", "Modality")
 # age / 100, female, male, one-hot modality (CSV spelling of labels.MODALITIES)
 METADATA_DIM = 3 + len(MODALITIES)
+
+
+def metadata_from_header(header: dict[str, str]) -> tuple[float | None, str | None, str | None]:
+    """(age in years, 'Female'/'Male', modality as train.csv spells it) from a series' DICOM header.
+
+    Inference sees DICOM only (the competition's test series come without train.csv): the modality
+    is read from the Modality tag (CT -> CTA) and, for MR, from SeriesDescription (TOF/MRA/angio ->
+    MRA, T2 -> MRI T2, T1 -> MRI T1post); what cannot be told is None (encoded as zeros).
+    """
+    age_text = header.get("PatientAge", "")
+    age = float(age_text[:-1]) if age_text[:-1].isdigit() and age_text.endswith("Y") else None
+    sex = {"F": "Female", "M": "Male"}.get(header.get("PatientSex", ""))
+    description = header.get("SeriesDescription", "").upper()
+    modality = None
+    if header.get("Modality") == "CT":
+        modality = "CTA"
+    elif header.get("Modality") == "MR":
+        if any(word in description for word in ("TOF", "MRA", "ANGIO")):
+            modality = "MRA"
+        elif "T2" in description:
+            modality = "MRI T2"
+        elif "T1" in description:
+            modality = "MRI T1post"
+    return age, sex, modality
 
 
 def encode_metadata(age: float | None, sex: str | None, modality: str | None) -> np.ndarray:
@@ -66,3 +90,13 @@ class MetadataTable:
         """Misses since the last call (a trainer reports them once per epoch)."""
         count, self.missing = self.missing, 0
         return count
+
+
+def read_series_targets(path: Path | str) -> dict[str, np.ndarray]:
+    """case id -> the series' 14 labels in submission column order (float32 0/1), from ``metadata.csv``."""
+    table = pd.read_csv(path, dtype={"case_id": str})
+    absent = {"case_id", *SUBMISSION_COLUMNS} - set(table.columns)
+    if absent:
+        raise ValueError(f"{path} lacks the columns {sorted(absent)}")
+    values = table[list(SUBMISSION_COLUMNS)].to_numpy(np.float32)
+    return dict(zip(table["case_id"], values))

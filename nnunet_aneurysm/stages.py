@@ -29,12 +29,20 @@ CPU_CONFIGURATION = "3d_cpu"
 
 VESSELS_NAME = "RSNAVessels"
 ANEURYSMS_NAME = "RSNAAneurysms"
-STAGE2_SUFFIX = "WithVessels"
+STAGE2_SUFFIX = "ROI"
 
 # Stage 2's input channels, in nnU-Net's channel order (``_0000``, ``_0001``...): the image, then
-# stage 1's out-of-fold output. Channels after the image are never intensity-normalised.
-STAGE2_CHANNELS: tuple[tuple[str, str], ...] = (("image", "image"), ("vessel_probability", "noNorm"))
-VESSEL_CHANNEL = 1  # index of stage 1's vessel probability in stage 2's input
+# stage 1's out-of-fold output, all on the region-of-interest grid (``roi.py``). Channels after
+# the image are never intensity-normalised (nor intensity-augmented: see the stage-2 trainer).
+STAGE2_CHANNELS: tuple[tuple[str, str], ...] = (
+    ("image", "image"),
+    ("vessel_probability", "noNorm"),  # stage 1's P(any artery)
+    ("artery_labels", "noNorm"),  # stage 1's class id per voxel (0 = no vessel)
+)
+VESSEL_CHANNEL = 1
+ARTERY_CHANNEL = 2
+CHANNELS_KEY = "nnunet_aneurysm_channels"  # dataset.json entry naming the channels (nnU-Net ignores it)
+ROI_FILE = "roi.csv"  # beside stage 2's raw dataset: where each case's ROI lies in its scan
 
 
 def dataset_name(dataset_id: int, name: str) -> str:
@@ -43,13 +51,14 @@ def dataset_name(dataset_id: int, name: str) -> str:
 
 
 def stage2_dataset_name(dataset_id: int, aneurysms_dataset: str) -> str:
-    """The stage-2 dataset derived from an aneurysm dataset: ``Dataset103_RSNAAneurysmsWithVessels``."""
+    """The stage-2 dataset derived from an aneurysm dataset: ``Dataset103_RSNAAneurysmsROI``."""
     return dataset_name(dataset_id, aneurysms_dataset.split("_", 1)[1] + STAGE2_SUFFIX)
 
 
-def stage2_channel_names() -> dict[str, str]:
-    """The ``channel_names`` entry of stage 2's ``dataset.json``."""
-    return {str(i): normalisation for i, (_, normalisation) in enumerate(STAGE2_CHANNELS)}
+def stage2_dataset_json_entries() -> dict:
+    """What stage 2's ``dataset.json`` says of its channels: nnU-Net's normalisation per channel, our names."""
+    return {"channel_names": {str(i): normalisation for i, (_, normalisation) in enumerate(STAGE2_CHANNELS)},
+            CHANNELS_KEY: [name for name, _ in STAGE2_CHANNELS]}
 
 
 def channel_file(case_id: str, channel: int) -> str:

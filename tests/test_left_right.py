@@ -1,4 +1,5 @@
-"""Left/right flip augmentation: the axis found per case, and labels swapped to their partners."""
+"""Left/right flips: the axis found per case, and labels, label channels, probability channels and series
+columns swapped to their partners."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import SimpleITK as sitk
 import torch
 
 from nnunet_aneurysm.labels import BY_CLASS_ID, BY_NAME
-from nnunet_aneurysm.trainers.left_right import flip_left_right, left_right_axis
+from nnunet_aneurysm.left_right import (
+    flip_left_right,
+    left_right_axis,
+    swap_class_channels,
+    swap_labels,
+    swap_series_columns,
+)
 
 AXIAL = (1, 0, 0, 0, 1, 0, 0, 0, 1)
 SAGITTAL = (0, 0, -1, 1, 0, 0, 0, -1, 0)  # columns: rows run A->P, columns S->I, slices R->L
@@ -68,3 +75,38 @@ def test_flip_twice_is_the_identity():
     torch.testing.assert_close(twice[0], data)
     torch.testing.assert_close(twice[1][0], target)
     assert not torch.equal(once[1][0], target)
+
+
+def test_a_left_only_artery_map_flipped_gives_right_labels():
+    """Stage 1's augmentation: every left artery of a left-only label map becomes its right partner."""
+    lefts = [loc.class_id for loc in BY_NAME.values() if loc.name.startswith("Left")]
+    labels = torch.zeros(1, 1, 4, 4, 6)
+    for i, class_id in enumerate(lefts):
+        labels[0, 0, i % 4, i // 4, 0] = class_id  # all on one side (axis 2 = left-right)
+    _, (flipped,) = flip_left_right(torch.zeros(1, 1, 4, 4, 6), [labels], [2], [True])
+    names = {BY_CLASS_ID[int(v)].name for v in torch.unique(flipped) if v > 0}
+    assert names == {BY_CLASS_ID[c].name.replace("Left", "Right") for c in lefts}
+    assert (flipped[..., 5] > 0).sum() == len(lefts) and (flipped[..., 0] > 0).sum() == 0
+
+
+def test_label_input_channels_are_swapped_and_intensity_channels_only_mirrored():
+    """Stage 2's input holds stage 1's artery labels in a channel: flipped, they must swap like targets."""
+    data = torch.zeros(1, 3, 2, 2, 4)
+    data[0, 0, ..., 0] = 7.5  # an intensity: mirrored, value kept
+    data[0, 2, ..., 0] = BY_NAME["Left Middle Cerebral Artery"].class_id
+    out, _ = flip_left_right(data, [], [2], [True], label_channels=[2])
+    assert (out[0, 0, ..., 3] == 7.5).all()
+    assert (out[0, 2, ..., 3] == BY_NAME["Right Middle Cerebral Artery"].class_id).all()
+
+
+def test_probability_channels_and_series_columns_move_to_their_partners():
+    probabilities = torch.arange(14.0).view(1, 14, 1, 1, 1)  # channel k holds the value k
+    swapped = swap_class_channels(probabilities)
+    left_mca, right_mca = BY_NAME["Left Middle Cerebral Artery"], BY_NAME["Right Middle Cerebral Artery"]
+    assert swapped[0, left_mca.class_id].item() == right_mca.class_id and swapped[0, 0].item() == 0
+    series = torch.arange(14.0)  # submission column j holds the value j
+    moved = swap_series_columns(series)
+    assert moved[left_mca.class_id - 1].item() == right_mca.class_id - 1
+    assert moved[13].item() == 13  # 'Aneurysm Present' has no side
+    torch.testing.assert_close(swap_series_columns(moved), series)
+    assert swap_labels(torch.tensor([0.0, 12.0])).tolist() == [0.0, 12.0]  # the basilar tip is on the midline

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from nnunet_aneurysm.losses.asymmetric import AsymmetricLoss
-from nnunet_aneurysm.losses.auc_margin import AUCMarginLoss
-from nnunet_aneurysm.losses.balancing import SoftOptimalUncertaintyWeighting, UncertaintyWeighting
+from nnunet_aneurysm.losses.auc_margin import AUCMarginLoss, ProximalTerm
+from nnunet_aneurysm.losses.balancing import BoundedBelow, SoftOptimalUncertaintyWeighting, UncertaintyWeighting
 from nnunet_aneurysm.losses.tversky import TverskyCELoss
 
 
@@ -15,7 +15,7 @@ def _logits_for(labels, k, confidence=10.0):
 def test_tversky_punishes_missed_voxels_more_than_spurious_ones():
     target = torch.zeros(1, 1, 4, 4, 4, dtype=torch.long)
     target[..., :2, :, :] = 1  # half the volume is vessel
-    loss = TverskyCELoss(alpha=0.7, beta=0.3, weight_ce=0.0)
+    loss = TverskyCELoss(fn_weight=0.7, fp_weight=0.3, weight_ce=0.0)
     missed = target.clone()
     missed[..., 0, :, :] = 0  # a quarter of the vessel predicted as background (false negatives)
     spurious = target.clone()
@@ -24,39 +24,87 @@ def test_tversky_punishes_missed_voxels_more_than_spurious_ones():
     assert loss(_logits_for(target, 2), target).item() < 1e-3
 
 
+def test_tversky_weights_are_named_by_what_they_weigh():
+    """The seeds disagree on which Greek letter weighs false negatives; the names cannot be inverted by copying."""
+    import inspect
+
+    parameters = inspect.signature(TverskyCELoss).parameters
+    assert "fn_weight" in parameters and "fp_weight" in parameters
+    assert not {"alpha", "beta"} & set(parameters)
+
+
+def test_union_tversky_sees_the_vessel_mask_not_the_artery_classes():
+    """A voxel given the wrong artery is a CE error, not a missed vessel: the union index stays perfect."""
+    target = torch.zeros(1, 1, 4, 4, 4, dtype=torch.long)
+    target[..., :2, :, :] = 1
+    target[..., 2, :, :] = 2
+    wrong_artery = target.clone()
+    wrong_artery[target > 0] = 3 - target[target > 0]
+    union = TverskyCELoss(union=True).tversky_index(_logits_for(wrong_artery, 3), target)
+    per_class = TverskyCELoss(union=False).tversky_index(_logits_for(wrong_artery, 3), target)
+    assert union.item() == pytest.approx(1.0, abs=1e-3) and per_class.max() < 0.01
+
+
 def test_tversky_with_equal_weights_is_dice():
     torch.manual_seed(0)
     logits, target = torch.randn(2, 3, 4, 4, 4), torch.randint(0, 3, (2, 1, 4, 4, 4))
-    index = TverskyCELoss(0.5, 0.5).tversky_index(logits, target)
+    index = TverskyCELoss(0.5, 0.5, union=False).tversky_index(logits, target)
     probs = logits.softmax(1)
     onehot = torch.nn.functional.one_hot(target[:, 0], 3).permute(0, 4, 1, 2, 3).float()
     dice = 2 * (probs * onehot).sum((0, 2, 3, 4)) / (probs.sum((0, 2, 3, 4)) + onehot.sum((0, 2, 3, 4)))
-    torch.testing.assert_close(index, dice, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(index, dice[1:], rtol=1e-4, atol=1e-4)
 
 
-def test_asymmetric_loss_is_a_mean_and_ignores_easy_negatives():
+def test_asymmetric_loss_sums_labels_averages_samples_and_ignores_easy_negatives():
     asl = AsymmetricLoss(clip=0.05)
     targets = torch.zeros(4, 14)
     easy = torch.full((4, 14), -5.0)  # sigmoid ~ 0.0067 < clip: contributes nothing
     assert asl(easy, targets).item() == pytest.approx(0.0, abs=1e-7)
     logits = torch.randn(4, 14)
     doubled = torch.cat([logits, logits]), torch.cat([targets, targets])
-    assert asl(*doubled).item() == pytest.approx(asl(logits, targets).item(), rel=1e-5)  # mean, not sum
+    assert asl(*doubled).item() == pytest.approx(asl(logits, targets).item(), rel=1e-5)  # a mean over samples
+    assert asl(logits[:, :7], targets[:, :7]) < asl(logits, targets)  # a sum over labels
     targets[:, 0] = 1
     assert asl(torch.full((4, 14), -3.0), targets) > asl(torch.full((4, 14), 3.0) * torch.tensor([1.0] + [-1] * 13),
                                                          targets)
 
 
-def test_uncertainty_weighting_learns_and_uwso_is_bounded():
-    uw = UncertaintyWeighting(["a", "b"])
-    total, weights = uw({"a": torch.tensor(2.0), "b": torch.tensor(0.5)})
-    assert weights == {"a": 1.0, "b": 1.0} and total.item() == pytest.approx(2.5)
-    total.backward()
-    assert uw.log_vars.grad is not None and uw.log_vars.grad[0] < uw.log_vars.grad[1]
-    so = SoftOptimalUncertaintyWeighting(["a", "b", "c"])
-    _, w = so({"a": torch.tensor(1e-7), "b": torch.tensor(1.0), "c": torch.tensor(3.0)})
+def test_asymmetric_loss_still_pulls_a_confidently_wrong_positive():
+    """d/dz of -log sigmoid(z) is sigmoid(z) - 1 = -1 at z = -20; log(p.clamp(1e-8)) gave 0 there."""
+    logits = torch.tensor([[-20.0]], requires_grad=True)
+    AsymmetricLoss(gamma_pos=0.0)(logits, torch.ones(1, 1)).backward()
+    assert logits.grad.item() == pytest.approx(-1.0, abs=1e-6)
+
+
+def test_bounded_segmentation_loss_keeps_uncertainty_weighting_finite():
+    """nnU-Net's CE - Dice reaches -0.5 on an easy case: Kendall's weight then grew to 276 by step 20 and
+    to infinity by step 30. Balanced as loss + 1 it settles at the optimum s = log(0.5)."""
+    raw_segmentation = BoundedBelow(lambda: torch.tensor(-0.5), -1.0)
+    uw = UncertaintyWeighting(["seg", "cls"])
+    optimizer = torch.optim.SGD(uw.parameters(), lr=0.1)
+    for _ in range(1000):
+        optimizer.zero_grad()
+        total, weights = uw({"seg": raw_segmentation(), "cls": torch.tensor(0.2)})
+        total.backward()
+        optimizer.step()
+    assert torch.isfinite(uw.log_vars).all()
+    assert weights["seg"] == pytest.approx(1 / 0.5, rel=1e-2) and weights["cls"] == pytest.approx(1 / 0.2, rel=1e-2)
+    with pytest.raises(ValueError, match=">= 0"):
+        uw({"seg": torch.tensor(-0.5), "cls": torch.tensor(0.2)})  # an unbounded term is refused, not balanced
+
+
+def test_uwso_weights_follow_the_inverse_losses():
+    """w_i = n softmax(1 / (T L_i)) exactly, also for ASL-sized terms (a 0.05 floor flattened them before)."""
+    so = SoftOptimalUncertaintyWeighting(["seg", "cls", "physics"], temperature=10.0)
+    losses = {"seg": 1.6, "cls": 0.02, "physics": 0.3}
+    total, w = so({k: torch.tensor(v) for k, v in losses.items()})
     assert sum(w.values()) == pytest.approx(3.0)
-    assert w["a"] > w["b"] > w["c"] and w["c"] > 0.05  # the floor keeps the near-zero term from taking all
+    for a in losses:
+        for b in losses:
+            assert np.log(w[a] / w[b]) == pytest.approx((1 / losses[a] - 1 / losses[b]) / 10.0, rel=1e-4, abs=1e-4)
+    assert total.item() == pytest.approx(sum(w[k] * v for k, v in losses.items()), rel=1e-5)
+    _, without = so({"seg": torch.tensor(1.6), "cls": torch.tensor(0.2)})  # a skipped term gets weight 0
+    assert without["physics"] == 0 and sum(without.values()) == pytest.approx(2.0)
 
 
 def _saddle(h: np.ndarray, y: np.ndarray, margin: float):
@@ -112,3 +160,17 @@ def test_auc_margin_training_ranks_positives_above_negatives():
     after = roc_auc_score(y.numpy(), model(x).detach().numpy())
     assert before < 0.6 and after > 0.95
     assert 0.1 < float(loss.prior) < 0.35  # the running positive share approaches the true one
+
+
+def test_proximal_term_pulls_weights_back_to_the_epoch_start():
+    weight = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    proximal = ProximalTerm([weight], weight=0.5)
+    with torch.no_grad():
+        weight.add_(torch.tensor([0.4, 0.2]))  # the epoch's steps moved it
+    weight.grad = torch.zeros(2)
+    proximal.add_to_gradients()
+    torch.testing.assert_close(weight.grad, torch.tensor([0.2, 0.1]))  # 0.5 * (w - w_ref)
+    proximal.reset()
+    weight.grad.zero_()
+    proximal.add_to_gradients()
+    assert weight.grad.abs().sum() == 0

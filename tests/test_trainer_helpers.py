@@ -2,7 +2,7 @@
 
 import torch
 
-from nnunet_aneurysm.trainers.waveformer import finite_or_zero, patch_targets
+from nnunet_aneurysm.trainers.waveformer import finite_or_none, patch_targets
 
 
 def test_patch_targets():
@@ -19,11 +19,32 @@ def test_patch_targets():
 def test_physics_guard_keeps_nan_from_the_optimiser():
     weight = torch.nn.Parameter(torch.ones(3))
     bad = (weight * torch.tensor([1.0, float("nan"), 2.0])).sum()
-    guarded, skipped = finite_or_zero(bad)
-    assert skipped and guarded.item() == 0.0 and not guarded.requires_grad
-    (guarded + weight.sum()).backward()
-    assert torch.isfinite(weight.grad).all()
-    fine, skipped = finite_or_zero(weight.sum())
-    assert not skipped and fine.requires_grad
+    assert finite_or_none(bad) is None
+    fine = weight.sum()
+    assert finite_or_none(fine) is fine
 
 
+def _step_owner(scaler):
+    """What backward_and_step reads from a trainer: its network, optimiser, scaler and gradient hook."""
+    from types import SimpleNamespace
+
+    network = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
+    return SimpleNamespace(network=network, optimizer=optimizer, grad_scaler=scaler, adjust_gradients=lambda: None)
+
+
+def test_a_step_the_grad_scaler_skips_is_reported_so_dual_variables_skip_it_too():
+    """PESG's alpha ascends only after a primal step that was taken; an overflow skips both."""
+    from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
+
+    owner = _step_owner(torch.amp.GradScaler("cpu", init_scale=2.0**8))
+    before = owner.network.weight.detach().clone()
+    overflow = owner.network(torch.tensor([[float("inf"), 1.0]])).sum()
+    assert AneurysmTrainerBase.backward_and_step(owner, overflow) is False
+    torch.testing.assert_close(owner.network.weight, before)  # the optimiser did not step either
+    owner.optimizer.zero_grad()
+    fine = owner.network(torch.tensor([[1.0, 1.0]])).sum()
+    assert AneurysmTrainerBase.backward_and_step(owner, fine) is True
+    assert not torch.equal(owner.network.weight, before)
+    plain = _step_owner(None)  # CPU training: no scaler, every step is taken
+    assert AneurysmTrainerBase.backward_and_step(plain, plain.network(torch.ones(1, 2)).sum()) is True

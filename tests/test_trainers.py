@@ -206,8 +206,9 @@ import json, sys, torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunet_aneurysm.trainers import AneurysmWaveFormerTrainer
 plans_file, dataset_json, configuration, fold, checkpoint = sys.argv[1:]
-trainer = AneurysmWaveFormerTrainer(load_json(plans_file), configuration, int(fold), load_json(dataset_json),
-                                    torch.device("cpu"))
+plans = load_json(plans_file)
+plans["continue_training"] = True  # nnU-Net 2.8.1's run_training sets this before building a trainer
+trainer = AneurysmWaveFormerTrainer(plans, configuration, int(fold), load_json(dataset_json), torch.device("cpu"))
 trainer.load_checkpoint(checkpoint)  # what nnUNetv2_train --c and --val call
 print(json.dumps(trainer.balancer.log_vars.tolist()))
 """

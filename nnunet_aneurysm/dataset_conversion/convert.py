@@ -6,9 +6,11 @@
   class id around every localizer point.
 
 Beside each dataset: ``metadata.csv`` (age, sex, modality, labels by case), ``splits_final.json``
-(five folds stratified on Aneurysm Present and modality, the same folds in both datasets), and
-in the aneurysm dataset ``conversion_report.csv`` (one row per series: ok / failed + reason,
-warnings). Cases are written atomically, so a rerun resumes where an interrupted run stopped.
+(five folds by default, stratified on Aneurysm Present and modality, the same folds in both
+datasets), and in the aneurysm dataset ``conversion_report.csv`` (one row per series: ok /
+failed + reason, warnings) and ``localizers.csv`` (every localizer point in patient coordinates,
+mm, LPS: what later steps need to draw targets on other grids and to score candidates).
+Cases are written atomically, so a rerun resumes where an interrupted run stopped.
 """
 
 from __future__ import annotations
@@ -30,15 +32,20 @@ from nnunet_aneurysm.dataset_conversion.geometry import PARTIAL_DIR, to_sitk, wr
 from nnunet_aneurysm.dataset_conversion.localizers import draw_spheres, localizer_to_patient
 from nnunet_aneurysm.dataset_conversion.splits import nnunet_splits, stratified_folds
 from nnunet_aneurysm.labels import (
+    BY_CLASS_ID,
     BY_NAME,
     COWSEG_TO_CLASS,
     ID_COLUMN,
     LOCALIZER_COLUMNS,
+    LOCALIZER_POINTS_COLUMNS,
     PRESENT_COLUMN,
     TRAIN_CSV_COLUMNS,
     dataset_labels,
 )
 from nnunet_aneurysm.stages import ANEURYSMS_NAME, FILE_ENDING, VESSELS_NAME, channel_file, dataset_name
+
+SPHERE_RADIUS_MM = 4.0  # of the label ball drawn around each localizer point
+LOCALIZERS_FILE = "localizers.csv"
 
 
 class ConversionInputError(ValueError):
@@ -128,6 +135,7 @@ def convert_series(root: Path, uid: str, localizer_rows: list[dict], targets: Ta
             except SeriesError as err:
                 warnings.append(str(err))
         spheres = draw_spheres(volume.array.shape, volume.geometry, centres, values, targets.sphere_radius_mm)
+        row["localizers_mm"] = json.dumps([[v, *map(float, c)] for v, c in zip(values, centres)])
         vessels = _vessel_labels(root, uid, to_sitk(volume.array, volume.geometry), warnings)
         if vessels is not None:
             write_nifti(volume.array, volume.geometry, outputs["vessels"][0])
@@ -149,18 +157,38 @@ def _dataset_json(channel: str, n_cases: int) -> dict:
             "file_ending": FILE_ENDING, "name": "RSNA 2025 intracranial aneurysm (converted by nnunet-aneurysm)"}
 
 
-def _finish_dataset(folder: Path, table: pd.DataFrame) -> None:
+def _finish_dataset(folder: Path, table: pd.DataFrame, n_folds: int) -> None:
     """dataset.json, metadata.csv and splits_final.json for the cases present in ``table``."""
     with open(folder / "dataset.json", "w") as f:
         json.dump(_dataset_json("image", len(table)), f, indent=2)
     table.to_csv(folder / "metadata.csv", index=False)
     with open(folder / "splits_final.json", "w") as f:
-        json.dump(nnunet_splits(table["case_id"], table["fold"]), f, indent=2)
+        json.dump(nnunet_splits(table["case_id"], table["fold"], n_folds), f, indent=2)
+
+
+def _localizer_table(report: pd.DataFrame, previous: Path) -> pd.DataFrame:
+    """One row per localizer point of the converted series; resumed series keep their earlier rows."""
+    rows = []
+    for row in report.itertuples():
+        if isinstance(getattr(row, "localizers_mm", None), str):
+            points = json.loads(row.localizers_mm)
+            rows += [(row.case_id, BY_CLASS_ID[int(v)].name, int(v), x, y, z) for v, x, y, z in points]
+    table = pd.DataFrame(rows, columns=list(LOCALIZER_POINTS_COLUMNS))
+    resumed = set(report.loc[report["status"] == "resumed", "case_id"])
+    if resumed and previous.is_file():
+        earlier = pd.read_csv(previous, dtype={"case_id": str})
+        table = pd.concat([table, earlier[earlier["case_id"].isin(resumed)]], ignore_index=True)
+    return table.sort_values(["case_id", "class_id"]).reset_index(drop=True)
+
+
+def read_localizers(dataset_folder: Path) -> pd.DataFrame:
+    """The converter's ``localizers.csv``: case_id, location, class_id, x_mm, y_mm, z_mm (patient LPS)."""
+    return pd.read_csv(dataset_folder / LOCALIZERS_FILE, dtype={"case_id": str})
 
 
 def convert(root: Path | str, vessels_id: int, aneurysms_id: int, raw: Path | str | None = None,
-            workers: int = 2, sphere_radius_mm: float = 4.0, resume: bool = True,
-            progress: bool = True) -> pd.DataFrame:
+            workers: int = 2, sphere_radius_mm: float = SPHERE_RADIUS_MM, resume: bool = True,
+            progress: bool = True, n_folds: int = 5) -> pd.DataFrame:
     """Convert a competition folder; returns the conversion report (one row per series)."""
     root = Path(root)
     raw = Path(raw or os.environ.get("nnUNet_raw") or "")
@@ -183,11 +211,12 @@ def convert(root: Path | str, vessels_id: int, aneurysms_id: int, raw: Path | st
     else:
         rows = [convert_series(*a) for a in tqdm(args, disable=not progress, desc="converting series")]
     report = pd.DataFrame(rows)
-    report.to_csv(aneurysms_dir / "conversion_report.csv", index=False)
 
     table = train.merge(report[[ID_COLUMN, "case_id", "status", "has_vessel_labels"]], on=ID_COLUMN)
     table = table[table["status"] != "failed"].drop(columns="status").reset_index(drop=True)
-    table["fold"] = stratified_folds(table, [PRESENT_COLUMN, "Modality"])
-    _finish_dataset(aneurysms_dir, table)
-    _finish_dataset(vessels_dir, table[table["has_vessel_labels"]].reset_index(drop=True))
+    table["fold"] = stratified_folds(table, [PRESENT_COLUMN, "Modality"], n_folds)
+    _localizer_table(report, aneurysms_dir / LOCALIZERS_FILE).to_csv(aneurysms_dir / LOCALIZERS_FILE, index=False)
+    report.drop(columns="localizers_mm", errors="ignore").to_csv(aneurysms_dir / "conversion_report.csv", index=False)
+    _finish_dataset(aneurysms_dir, table, n_folds)
+    _finish_dataset(vessels_dir, table[table["has_vessel_labels"]].reset_index(drop=True), n_folds)
     return report

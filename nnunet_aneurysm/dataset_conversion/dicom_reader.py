@@ -45,6 +45,14 @@ class Volume:
     # (SOPInstanceUID, frame) -> where that stored image lies; frame 0 for single-frame files
     slices: dict[tuple[str, int], SliceGeometry] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    header: dict[str, str] = field(default_factory=dict)  # HEADER_TAGS of the series' first image
+
+
+HEADER_TAGS = ("PatientAge", "PatientSex", "Modality", "SeriesDescription", "SeriesInstanceUID")
+
+
+def _header(ds) -> dict[str, str]:
+    return {tag: str(getattr(ds, tag, "") or "") for tag in HEADER_TAGS}
 
 
 def _first(*items):
@@ -227,7 +235,9 @@ def read_series(folder: Path | str) -> Volume:
         if len(images) > 1:
             warnings.append(f"series has {len(images)} images, {len(multi)} multi-frame; using the largest")
         main = max(multi, key=lambda ds: int(ds.NumberOfFrames))
-        return _stack(_multiframe_planes(main, warnings), modality, warnings)
+        volume = _stack(_multiframe_planes(main, warnings), modality, warnings)
+        volume.header = _header(main)
+        return volume
     planes = []
     for ds in images:
         if "LOCALIZER" in [str(v).upper() for v in getattr(ds, "ImageType", [])]:
@@ -236,4 +246,6 @@ def read_series(folder: Path | str) -> Volume:
         planes.append(_single_frame_plane(ds, warnings))
     if not planes:
         raise SeriesError("series holds only localizer images")
-    return _stack(planes, modality, warnings)
+    volume = _stack(planes, modality, warnings)
+    volume.header = _header(images[0])
+    return volume

@@ -31,6 +31,7 @@ class SeriesInfo:
     rescale_slope: float = 1.0
     rescale_intercept: float = 0.0
     frame_of_reference_uid: str = ""
+    series_description: str = ""
 
 
 def _common(info: SeriesInfo, sop_class: str, sop_uid: str, shape: tuple[int, int]) -> Dataset:
@@ -45,6 +46,8 @@ def _common(info: SeriesInfo, sop_class: str, sop_uid: str, shape: tuple[int, in
     ds.PatientID = "SYNTH-" + info.series_uid[-8:]
     ds.PatientAge, ds.PatientSex = f"{info.patient_age:03d}Y", info.patient_sex
     ds.Modality, ds.SeriesNumber = info.modality, 1
+    if info.series_description:
+        ds.SeriesDescription = info.series_description
     ds.Rows, ds.Columns = shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0

@@ -4,9 +4,13 @@
     <root>/series/<SeriesInstanceUID>/<SOPInstanceUID>.dcm   (or one multi-frame file)
     <root>/segmentations/<SeriesInstanceUID>.nii, <SeriesInstanceUID>_cowseg.nii
 
-Each series renders the phantom of ``phantom.py`` with one of the four modalities' contrasts,
-in a random rigid orientation (axial, coronal, sagittal, oblique), with anisotropic spacing,
-partial volume, a smooth bias field and noise. Everything is reproducible from the seed.
+Each series renders the phantom of ``phantom.py`` inside a head (brain, CSF cistern, skull,
+scalp) with one of the four modalities' contrasts, in a random rigid orientation (axial,
+coronal, sagittal, oblique), with anisotropic spacing, partial volume, a smooth bias field and
+noise. The field of view is ``fov_mm`` across: the default 84 mm frames the Circle of Willis (fast,
+for demos and tests); a head-sized one (CTA is typically 200-230 mm) puts the arteries in a small
+central part of the scan, with skull and soft tissue around, as stage 1's region of interest
+expects on real data. Everything is reproducible from the seed.
 """
 
 from __future__ import annotations
@@ -36,14 +40,18 @@ from nnunet_aneurysm.labels import (
 )
 
 MODALITY_WEIGHTS = (0.42, 0.29, 0.22, 0.07)  # CTA, MRA, MRI T2, MRI T1post (competition mix)
-FOV_MM = 84.0
-HEAD_CENTRE = np.array([0.0, 4.0, -5.0])  # centre of the field of view, LPS mm
-# Per modality: air, skull, brain, CSF, vessel (HU for CTA, arbitrary signal for MR), noise sd.
+FOV_MM = 84.0  # default field of view: the Circle of Willis and a margin
+HEAD_FOV_MM = 220.0  # a whole head, as clinical CTA frames it
+COW_CENTRE = np.array([0.0, 4.0, -5.0])  # centre of the arterial phantom's region, LPS mm
+HEAD_CENTRE = np.array([0.0, 10.0, 20.0])  # centre of the head ellipsoid (the brain sits above the skull base)
+BRAIN_RADII = np.array([68.0, 85.0, 72.0])  # L-R, A-P, S-I semi-axes of the brain, mm
+SKULL_MM, SCALP_MM = 7.0, 6.0  # thicknesses outside the brain
+# Per modality: air, scalp (soft tissue), skull, brain, CSF, vessel (HU for CTA, arbitrary MR signal), noise sd.
 CONTRAST = {
-    "CTA": dict(air=-1000, skull=1200, brain=35, csf=8, vessel=400, noise=12, bias=0.0),
-    "MRA": dict(air=5, skull=20, brain=120, csf=60, vessel=700, noise=10, bias=0.25),
-    "MRI T2": dict(air=5, skull=30, brain=350, csf=900, vessel=40, noise=15, bias=0.2),
-    "MRI T1post": dict(air=5, skull=60, brain=450, csf=150, vessel=800, noise=15, bias=0.2),
+    "CTA": dict(air=-1000, soft=40, skull=1200, brain=35, csf=8, vessel=400, noise=12, bias=0.0),
+    "MRA": dict(air=5, soft=150, skull=20, brain=120, csf=60, vessel=700, noise=10, bias=0.25),
+    "MRI T2": dict(air=5, soft=250, skull=30, brain=350, csf=900, vessel=40, noise=15, bias=0.2),
+    "MRI T1post": dict(air=5, soft=500, skull=60, brain=450, csf=150, vessel=800, noise=15, bias=0.2),
 }
 
 
@@ -61,6 +69,11 @@ class SeriesTruth:
 
 
 ORIENTATIONS = ("axial", "coronal", "sagittal", "oblique")
+# What scanners write in SeriesDescription, per modality (the competition's test series carry no Modality column)
+SERIES_DESCRIPTIONS = {"CTA": ("CTA HEAD", "CT ANGIO COW", "Angio Head 0.6"),
+                       "MRA": ("TOF 3D multi-slab", "MRA COW TOF"),
+                       "MRI T2": ("T2 TSE AX", "t2_tse_tra"),
+                       "MRI T1post": ("T1 MPRAGE POST", "t1_vibe_post_gd")}
 
 
 def _orientation(rng: np.random.Generator, kind: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -77,17 +90,20 @@ def _orientation(rng: np.random.Generator, kind: str | None = None) -> tuple[np.
     return row, col, str(kind)
 
 
-def _spacing(modality: str, size: int, rng: np.random.Generator) -> tuple[float, float, float]:
-    inplane = FOV_MM / size
+def _spacing(modality: str, size: int, fov_mm: float, rng: np.random.Generator) -> tuple[float, float, float]:
+    inplane = fov_mm / size
     slice_mm = {"CTA": inplane * rng.uniform(1.0, 1.5), "MRA": inplane * rng.uniform(1.0, 1.4),
                 "MRI T2": rng.uniform(3.0, 5.0), "MRI T1post": inplane * rng.uniform(1.0, 1.2)}[modality]
     return float(slice_mm), inplane, inplane
 
 
 def _tissue(points: np.ndarray, c: dict) -> np.ndarray:
-    rel = (points - HEAD_CENTRE) / np.array([40.0, 46.0, 40.0])
-    r = np.linalg.norm(rel, axis=1)
-    value = np.where(r < 1.0, c["brain"], np.where(r < 1.08, c["skull"], c["air"])).astype(np.float32)
+    """Brain, skull, scalp and air of an ellipsoidal head; a CSF cistern around the arteries."""
+    rel = points - HEAD_CENTRE
+    r = np.linalg.norm(rel / BRAIN_RADII, axis=1)  # 1 on the brain's surface
+    depth = (r - 1) * np.linalg.norm(rel, axis=1) / np.maximum(r, 1e-6)  # about mm outside the brain
+    value = np.select([r < 1, depth < SKULL_MM, depth < SKULL_MM + SCALP_MM],
+                      [c["brain"], c["skull"], c["soft"]], c["air"]).astype(np.float32)
     cistern = np.linalg.norm((points - np.array([0.0, 5.0, -6.0])) / np.array([22.0, 16.0, 9.0]), axis=1) < 1
     value[cistern] = c["csf"]
     return value
@@ -148,7 +164,7 @@ def _localizer(an, geometry: Geometry, shape, sop_uids, frame_of_slice) -> tuple
 
 def make_series(root: Path, index: int, seed: int, size: int, segmentation_fraction: float,
                 multiframe_fraction: float, modality: str | None = None, orientation: str | None = None,
-                multiframe: bool | None = None, n_aneurysms: int | None = None
+                multiframe: bool | None = None, n_aneurysms: int | None = None, fov_mm: float = FOV_MM
                 ) -> tuple[dict, list[dict], SeriesTruth]:
     """Write one series (and maybe its segmentations); return its train.csv row, localizer rows, truth.
 
@@ -163,10 +179,11 @@ def make_series(root: Path, index: int, seed: int, size: int, segmentation_fract
     n_aneurysms = drawn if n_aneurysms is None else n_aneurysms
     add_aneurysms(phantom, n_aneurysms, rng)
     row_dir, col_dir, orientation = _orientation(rng, orientation)
-    spacing = _spacing(modality, size, rng)
-    shape = (max(8, int(round(FOV_MM / spacing[0]))), size, size)
+    spacing = _spacing(modality, size, fov_mm, rng)
+    shape = (max(8, int(round(fov_mm / spacing[0]))), size, size)
     normal = np.cross(row_dir, col_dir)
-    centre = HEAD_CENTRE + rng.normal(0, 2.0, 3)
+    framed = COW_CENTRE if fov_mm < 150 else HEAD_CENTRE  # a small field of view frames the arteries
+    centre = framed + rng.normal(0, 2.0, 3)
     origin = (centre - (shape[2] - 1) / 2 * spacing[2] * row_dir - (shape[1] - 1) / 2 * spacing[1] * col_dir
               - (shape[0] - 1) / 2 * spacing[0] * normal)
     geometry = Geometry(origin, row_dir, col_dir, spacing)
@@ -174,7 +191,8 @@ def make_series(root: Path, index: int, seed: int, size: int, segmentation_fract
     stored, slope, intercept = _stored(image, modality, rng)
     info = SeriesInfo(series_uid, generate_uid(entropy_srcs=["study", str(seed), str(index)]),
                       "CT" if modality == "CTA" else "MR", int(rng.integers(25, 90)), str(rng.choice(["F", "M"])),
-                      slope, intercept, generate_uid(entropy_srcs=["frame", str(seed), str(index)]))
+                      slope, intercept, generate_uid(entropy_srcs=["frame", str(seed), str(index)]),
+                      str(rng.choice(SERIES_DESCRIPTIONS[modality])))
     folder = root / "series" / series_uid
     draw = rng.random()
     multiframe = draw < multiframe_fraction if multiframe is None else multiframe
@@ -206,7 +224,8 @@ def make_series(root: Path, index: int, seed: int, size: int, segmentation_fract
 
 def generate(root: Path | str, n_series: int = 40, seed: int = 0, size: int = 96,
              segmentation_fraction: float = 0.5, multiframe_fraction: float = 0.1,
-             workers: int = 1, progress: bool = True, forced: list[dict] | None = None) -> list[SeriesTruth]:
+             workers: int = 1, progress: bool = True, forced: list[dict] | None = None,
+             fov_mm: float = FOV_MM) -> list[SeriesTruth]:
     """Write a competition-layout folder; returns the hidden truth of every series.
 
     ``forced[i]`` (optional) fixes ``modality``/``orientation``/``multiframe``/``n_aneurysms`` of series i.
@@ -215,7 +234,7 @@ def generate(root: Path | str, n_series: int = 40, seed: int = 0, size: int = 96
     root.mkdir(parents=True, exist_ok=True)
     forced = forced or [{}] * n_series
     args = [(root, i, seed, size, segmentation_fraction, multiframe_fraction, forced[i].get("modality"),
-             forced[i].get("orientation"), forced[i].get("multiframe"), forced[i].get("n_aneurysms"))
+             forced[i].get("orientation"), forced[i].get("multiframe"), forced[i].get("n_aneurysms"), fov_mm)
             for i in range(n_series)]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:

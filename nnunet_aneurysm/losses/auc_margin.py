@@ -17,11 +17,20 @@ batch estimate.
 
 nnU-Net's SGD descends the network and (a, b); alpha must *ascend*, which is PESG's dual step,
 ``ascend(lr)``: alpha <- max(0, alpha + lr dF/dalpha). The gradient is taken in closed form at each
-forward, so alpha is a buffer (saved with the trainer's extra state, not by the optimiser).
+forward, so alpha is a buffer (saved with the trainer's extra state, not by the optimiser). The
+caller ascends only after an optimiser step that was taken: a step the GradScaler skipped (an
+overflow) must not move alpha either.
+
+PESG's other half is its proximal ("epoch decay") term, :class:`ProximalTerm`: every primal
+gradient gets ``weight * (w - w_ref)`` added, with ``w_ref`` the weights at the start of the epoch,
+which keeps the non-convex min-max problem's primal steps near a reference point (Guo et al.,
+ICML 2020; LibAUC's ``epoch_decay``, default 2e-3).
 LibAUC itself is not a dependency: its wheel requires transformers, ogb, medmnist and opencv.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -60,3 +69,23 @@ class AUCMarginLoss(nn.Module):
         if self.alpha_grad is not None:
             self.alpha.add_(lr * self.alpha_grad / self.alpha.numel()).clamp_(min=0)
             self.alpha_grad = None
+
+
+class ProximalTerm:
+    """Adds ``weight * (w - w_ref)`` to the gradients of ``parameters``; ``reset()`` sets ``w_ref = w``."""
+
+    def __init__(self, parameters: Iterable[torch.Tensor], weight: float = 2e-3):
+        self.parameters = [p for p in parameters if p.requires_grad]
+        self.weight = weight
+        self.reference: list[torch.Tensor] = []
+        self.reset()
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        self.reference = [p.detach().clone() for p in self.parameters]
+
+    @torch.no_grad()
+    def add_to_gradients(self) -> None:
+        for p, ref in zip(self.parameters, self.reference):
+            if p.grad is not None:
+                p.grad.add_(p - ref, alpha=self.weight)

@@ -1,4 +1,12 @@
-"""Balancing several loss terms: uncertainty weighting (Kendall et al., CVPR 2018) and UW-SO."""
+"""Balancing several loss terms: uncertainty weighting (Kendall et al., CVPR 2018) and UW-SO
+(Kirchdorfer et al., 2024).
+
+Both need every term bounded below by zero. Kendall's total exp(-s) L + s has no minimum in s
+when L < 0 (the weight grows without bound: measured 276 by step 20, infinite by step 30 at
+L = -0.5), and UW-SO's weights follow 1 / L, which means nothing for L <= 0. nnU-Net's
+Dice + CE loss is CE *minus* soft Dice, so it is balanced as :class:`BoundedBelow` (loss + 1).
+The balancers refuse a negative term instead of diverging on it.
+"""
 
 from __future__ import annotations
 
@@ -6,42 +14,72 @@ import torch
 from torch import nn
 
 
-class UncertaintyWeighting(nn.Module):
-    """total = sum_i exp(-s_i) L_i + s_i with learnt log-variances s_i (optimised with the network)."""
+class BoundedBelow(nn.Module):
+    """``loss(...) - lower_bound``: a term >= 0 from a loss with a known lower bound (nnU-Net's CE - Dice: -1)."""
 
-    def __init__(self, names: list[str]):
+    def __init__(self, loss: nn.Module, lower_bound: float):
         super().__init__()
-        self.names = list(names)
+        self.loss, self.lower_bound = loss, lower_bound
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return self.loss(*args, **kwargs) - self.lower_bound
+
+
+def _check_bounded(losses: dict[str, torch.Tensor]) -> None:
+    negative = {name: float(value) for name, value in losses.items() if float(value) < -1e-6}
+    if negative:
+        raise ValueError(f"balanced loss terms must be >= 0; got {negative} (wrap them in BoundedBelow)")
+
+
+class UncertaintyWeighting(nn.Module):
+    """total = sum_i exp(-s_i) L_i + s_i with learnt log-variances s_i (optimised with the network).
+
+    For a term L > 0 the optimum is s = log L, weight 1 / L. ``min_log_var`` keeps a term that
+    reaches zero from taking an unbounded weight (exp(6) ~ 400 at most).
+    """
+
+    def __init__(self, names: list[str], min_log_var: float = -6.0):
+        super().__init__()
+        self.names, self.min_log_var = list(names), min_log_var
         self.log_vars = nn.Parameter(torch.zeros(len(names)))
 
     def forward(self, losses: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        total, weights = 0.0, {}
+        """Weighted total of the terms given (a term left out, e.g. skipped this step, gets weight 0)."""
+        _check_bounded(losses)
+        log_vars = self.log_vars.clamp(min=self.min_log_var)
+        total, weights = 0.0, {name: 0.0 for name in self.names}
         for i, name in enumerate(self.names):
-            precision = torch.exp(-self.log_vars[i])
-            total = total + precision * losses[name] + self.log_vars[i]
+            if name not in losses:
+                continue
+            precision = torch.exp(-log_vars[i])
+            total = total + precision * losses[name] + log_vars[i]
             weights[name] = float(precision.detach())
         return total, weights
 
 
 class SoftOptimalUncertaintyWeighting(nn.Module):
-    """UW-SO: weights = n * softmax((1 / max(L_i, floor)) / T) of the *detached* losses; no parameters.
+    """UW-SO: weights = n * softmax((1 / L_i) / T) of the *detached* losses; no parameters.
 
     Small losses get large weights (the analytic optimum of uncertainty weighting is 1 / L_i);
-    the softmax over a temperature T keeps the weights bounded and summing to n (T = 10 keeps
-    losses between 0.1 and 3 within a factor of about 3 of each other; T = 1 lets one term take all).
-    The floor matters: an easy term whose loss tends to zero would otherwise take all the weight
-    (seen on an H100 run: the classification loss fell to 1e-6 and the other weights to 1e-44).
+    the softmax over a temperature T keeps the weights bounded and summing to n. ``eps`` only
+    guards the division at L = 0: the terms it balances are >= 0 and of order 0.1-2 (bounded
+    Dice + CE, ASL summed over labels, the physics loss), so their weights follow 1 / L exactly.
     """
 
-    def __init__(self, names: list[str], temperature: float = 10.0, floor: float = 0.05):
+    def __init__(self, names: list[str], temperature: float = 10.0, eps: float = 1e-4):
         super().__init__()
-        self.names, self.temperature, self.floor = list(names), temperature, floor
+        self.names, self.temperature, self.eps = list(names), temperature, eps
 
     def forward(self, losses: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        values = torch.stack([losses[n].detach().float() for n in self.names])
-        w = len(self.names) * torch.softmax(1.0 / (values.clamp(min=self.floor) * self.temperature), dim=0)
-        total = sum(w[i] * losses[n] for i, n in enumerate(self.names))
-        return total, {n: float(w[i]) for i, n in enumerate(self.names)}
+        """Weighted total of the terms given; weights sum to the number given (a term left out gets 0)."""
+        _check_bounded(losses)
+        names = [n for n in self.names if n in losses]
+        values = torch.stack([losses[n].detach().float() for n in names])
+        w = len(names) * torch.softmax(1.0 / (values.clamp(min=self.eps) * self.temperature), dim=0)
+        total = sum(w[i] * losses[n] for i, n in enumerate(names))
+        weights = {n: 0.0 for n in self.names}
+        weights.update({n: float(w[i]) for i, n in enumerate(names)})
+        return total, weights
 
 
 BALANCERS = {"uw": UncertaintyWeighting, "uwso": SoftOptimalUncertaintyWeighting}

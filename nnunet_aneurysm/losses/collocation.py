@@ -1,73 +1,83 @@
-"""Collocation points for the PINN loss, drawn inside the vessel channel of a training patch.
+"""Collocation points of the physics loss: where in a patch the flow equations are enforced.
 
-R3 sampling (retain-resample-release, Daw et al. 2023) keeps the points whose residual is above
-the mean and resamples the rest. Its points live in one fixed domain; ours change every
-iteration (a new patch). Our adaptation keeps the *normalised patch coordinates* of the
-high-residual points of the previous step, retains those that fall inside the new patch's
-vessel mask, and draws the rest uniformly from that mask.
+Points are voxel indices of the patch, split by the vessel mask into
+
+* interior: vessel voxels whose 26 neighbours are all vessel (the lumen strictly inside the
+  wall), where the Navier-Stokes residual and the flow condition are taken;
+* wall: vessel voxels with a non-vessel neighbour, where the same field must vanish (no slip).
+
+They enter the field as non-dimensional coordinates: millimetres from the patch centre divided
+by ONE length (:func:`to_nondimensional`), the same on every axis, so that derivatives in these
+coordinates are the physical ones times that length whatever the voxel spacing or patch shape.
+
+R3 sampling (retain-resample-release, Daw et al., ICML 2023) keeps a persistent population of
+points per case: after each evaluation the points whose residual is above the population's mean
+are retained for that case's next visit and the rest are resampled.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch.nn import functional as F
 
 
 def vessel_mask(data: torch.Tensor, channel: int | None, threshold: float = 0.5) -> torch.Tensor:
-    """[B, D, H, W] bool: the vessel-probability ``channel`` of the input above ``threshold``;
-    all True when there is no such channel (then points spread over the whole patch)."""
+    """[B, D, H, W] bool: the vessel-probability ``channel`` of the input above ``threshold``
+    (all False when the input has no such channel: no vessel, no flow)."""
     if channel is None or data.shape[1] <= channel:
-        return torch.ones_like(data[:, 0], dtype=torch.bool)
+        return torch.zeros_like(data[:, 0], dtype=torch.bool)
     return data[:, channel] > threshold
 
 
 def wall_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Vessel voxels with a non-vessel voxel among their 26 neighbours."""
-    outside = (~mask).float()[:, None]
-    near_outside = F.max_pool3d(outside, 3, stride=1, padding=1)[:, 0] > 0
+    """Vessel voxels with a non-vessel voxel among their 26 neighbours (outside the patch counts as non-vessel)."""
+    outside = F.pad((~mask).float()[:, None], (1,) * 6, value=1.0)
+    near_outside = F.max_pool3d(outside, 3, stride=1)[:, 0] > 0
     return mask & near_outside
 
 
-def _normalise(index: torch.Tensor, shape) -> torch.Tensor:
-    """(d, h, w) voxel indices -> grid_sample coordinates (x, y, z) in [-1, 1]."""
-    size = torch.tensor(shape, device=index.device, dtype=torch.float32) - 1
-    return (2 * index.float() / size.clamp(min=1) - 1).flip(-1)
+def interior_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Vessel voxels all of whose 26 neighbours are vessel: the lumen strictly inside the wall."""
+    return mask & ~wall_mask(mask)
 
 
 def sample_in(mask: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """[B, n, 3] normalised coordinates drawn uniformly from each sample's mask (whole patch if empty)."""
-    out = []
-    for m in mask:
-        index = torch.nonzero(m)
-        if len(index) == 0:
-            index = torch.nonzero(torch.ones_like(m))
-        pick = torch.randint(len(index), (n,), device=m.device, generator=generator)
-        out.append(_normalise(index[pick], m.shape))
-    return torch.stack(out)
+    """[n, 3] voxel indices drawn uniformly (with replacement) from one sample's mask [D, H, W] (not empty)."""
+    index = torch.nonzero(mask)
+    if len(index) == 0:
+        raise ValueError("cannot sample collocation points from an empty mask")
+    pick = torch.randint(len(index), (n,), device=mask.device, generator=generator)
+    return index[pick]
 
 
-def _inside(mask: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """[N] bool: which normalised coordinates fall on a True voxel of one sample's mask [D, H, W]."""
-    size = torch.tensor(mask.shape, device=coords.device, dtype=torch.float32) - 1
-    index = torch.round((coords.flip(-1) + 1) / 2 * size).long()
-    return mask[index[:, 0], index[:, 1], index[:, 2]]
+def to_nondimensional(index: torch.Tensor, shape: Sequence[int], spacing_mm: Sequence[float],
+                      length_mm: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Voxel indices [..., 3] of a patch of ``shape`` -> (index - centre) * spacing / length, isotropic."""
+    centre = (torch.tensor(shape, dtype=dtype, device=index.device) - 1) / 2
+    spacing = torch.tensor(spacing_mm, dtype=dtype, device=index.device)
+    return (index.to(dtype) - centre) * spacing / length_mm
 
 
-class R3Sampler:
+class R3Population:
+    """A persistent population of ``n_points`` interior points per case (retain above the mean, resample the rest)."""
+
     def __init__(self, n_points: int):
         self.n_points = n_points
-        self.retained: list[torch.Tensor] | None = None
+        self.retained: dict[str, torch.Tensor] = {}  # case -> [k, 3] voxel indices, k < n_points
 
-    def interior(self, mask: torch.Tensor) -> torch.Tensor:
-        fresh = sample_in(mask, self.n_points)
-        if self.retained is None or len(self.retained) != len(mask):
-            return fresh
-        for b, kept in enumerate(self.retained):
-            kept = kept[_inside(mask[b], kept)][: self.n_points]
-            fresh[b, : len(kept)] = kept
-        return fresh
+    def points(self, case: str, interior: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """[n_points, 3] for one case: its retained points still inside ``interior``, then fresh ones."""
+        kept = self.retained.get(case)
+        if kept is not None:
+            kept = kept.to(interior.device)
+            kept = kept[interior[kept[:, 0], kept[:, 1], kept[:, 2]]][: self.n_points]
+        else:
+            kept = torch.zeros(0, 3, dtype=torch.long, device=interior.device)
+        fresh = sample_in(interior, self.n_points - len(kept), generator)
+        return torch.cat([kept, fresh])
 
-    def update(self, coords: torch.Tensor, residual: torch.Tensor) -> None:
-        """Remember the points whose residual norm is above the per-sample mean."""
-        above = residual > residual.mean(dim=1, keepdim=True)
-        self.retained = [c[a].detach() for c, a in zip(coords, above)]
+    def update(self, case: str, points: torch.Tensor, residual: torch.Tensor) -> None:
+        """Retain the points whose residual norm is above this evaluation's mean."""
+        self.retained[case] = points[residual > residual.mean()].detach().cpu()

@@ -1,15 +1,30 @@
 """AKOrN: artificial Kuramoto oscillatory neurons (Miyato et al., ICLR 2025), 3-D port.
 
-Channels are grouped into oscillators of ``n`` dimensions (unit vectors). On a coarse grid of
-regional oscillators (adaptive average pool of the features, default 4^3) we run ``steps``
-Euler steps of
+Channels are grouped into G = dim / n oscillators of n dimensions (unit vectors). On a coarse
+grid of M regions (adaptive average pool of the features, default 4^3 = 64) every region holds
+one oscillator of each group, and ``steps`` Euler steps of
 
-    dx/dt = Omega x + Proj_x(c + J x),     Proj_x(y) = y - <y, x> x,
+    dx/dt = Omega_g x + Proj_x(c + J x),     Proj_x(y) = y - <y, x> x,
 
-renormalising x after each step: c is the group-normed stimulus (the pooled features), J a
-3-D convolution coupling neighbouring oscillators, Omega a 2x2 rotation (natural frequency)
-per channel pair. The final oscillators are read out by a 1x1 conv, upsampled and returned,
-to be added to the block's features ("sequential augmentation").
+move them, renormalising after each step (the paper's update). As in the paper's code:
+
+* x starts from *random* unit vectors (a fixed, seeded draw stored with the layer, so a model
+  predicts the same thing twice), not from the stimulus: started at the stimulus, a fixed point
+  of its own drive, the oscillators barely moved (cos(x_0, x_T) = 0.96 at initialisation);
+* c, the stimulus, is a learnt 1x1 projection of the pooled features, group-normed;
+* Omega_g is a learnt anti-symmetric n x n matrix per oscillator group (its natural frequency);
+* J couples each oscillator with the same group's oscillators in the 3x3x3 neighbourhood
+  (a grouped conv, n x n per offset) plus a pointwise dense mix across groups at the same
+  region: dim*n*27 + dim^2 weights instead of a dense 3x3x3 conv's dim^2*27 (at dim 256, n 4:
+  93 k instead of 1.77 M). Spatial binding is within a feature group, where the paper's
+  synchrony lives; cross-feature binding needs no neighbourhood;
+* the readout is phase-invariant: ||W x||, the norm over each of ``dim`` output groups of a
+  linear map, plus a bias (the paper's ReadOutConv), so rotating all oscillators together
+  changes nothing downstream.
+
+The order parameter is the synchrony the seed describes, per oscillator group over space:
+r_g = |mean over regions of x_g|, 1 for identical oscillators and about 1/sqrt(M) for
+independent random ones; the layer reports the mean over groups, per sample.
 """
 
 from __future__ import annotations
@@ -17,6 +32,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from nnunet_aneurysm.networks.fast_conv import PointwiseConv3d
 
 
 def group_normalise(x: torch.Tensor, n: int, eps: float = 1e-6) -> torch.Tensor:
@@ -26,34 +43,40 @@ def group_normalise(x: torch.Tensor, n: int, eps: float = 1e-6) -> torch.Tensor:
 
 
 def order_parameter(oscillators: torch.Tensor, n: int) -> torch.Tensor:
-    """Kuramoto order parameter per sample: |mean of the unit oscillator vectors|, in [0, 1].
+    """Kuramoto order parameter per sample and oscillator group, in [0, 1]: [B, C / n].
 
-    ``oscillators`` is [B, C, ...] with C a multiple of ``n``; each group is one oscillator.
+    ``oscillators`` is [B, C, *regions]; group g (channels g*n..g*n+n-1) has one oscillator per
+    region, and r_g is the length of their mean unit vector.
     """
-    g = group_normalise(oscillators, n).unflatten(1, (-1, n))  # [B, C/n, n, ...]
-    vectors = g.movedim(2, -1).reshape(g.shape[0], -1, n)  # [B, oscillators, n]
-    return vectors.mean(dim=1).norm(dim=-1)
+    g = group_normalise(oscillators, n).unflatten(1, (-1, n)).flatten(3)  # [B, G, n, M]
+    return g.mean(dim=3).norm(dim=2)
 
 
 class AKOrNLayer(nn.Module):
-    def __init__(self, dim: int, n: int = 4, steps: int = 8, grid: int = 4, step_size: float = 0.5,
-                 coupling_kernel: int = 3):
+    def __init__(self, dim: int, n: int = 4, steps: int = 8, grid: int = 4, step_size: float = 1.0,
+                 coupling_kernel: int = 3, seed: int = 0):
         super().__init__()
         if n % 2 or dim % n:
             raise ValueError(f"oscillator size n={n} must be even and divide the channels ({dim})")
         self.n, self.steps, self.grid, self.step_size = n, steps, grid, step_size
-        self.stimulus_norm = nn.GroupNorm(dim // n, dim)
-        self.coupling = nn.Conv3d(dim, dim, coupling_kernel, padding=coupling_kernel // 2)  # J
-        self.omega = nn.Parameter(torch.zeros(dim // 2))  # natural frequency per channel pair
-        self.initial = nn.Parameter(torch.randn(dim) * 0.1)  # deterministic start, broken symmetry
-        self.readout = nn.Conv3d(dim, dim, 1)
+        groups = dim // n
+        self.stimulus = nn.Sequential(PointwiseConv3d(dim, dim), nn.GroupNorm(groups, dim))  # c
+        self.coupling_space = nn.Conv3d(dim, dim, coupling_kernel, padding=coupling_kernel // 2, groups=groups,
+                                        bias=False)  # J within a group, across neighbouring regions
+        self.coupling_mix = PointwiseConv3d(dim, dim, bias=False)  # J across groups, same region
+        self.omega = nn.Parameter(torch.randn(groups, n, n) * 0.1)  # Omega_g = W - W^T
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("initial", group_normalise(torch.randn(1, dim, grid, grid, grid, generator=generator), n))
+        self.readout = PointwiseConv3d(dim, dim * n)  # |W x| over each of dim groups of n
+        self.readout_bias = nn.Parameter(torch.zeros(dim))
         self.last_order_parameter: torch.Tensor | None = None
+        self.last_trajectory: tuple[torch.Tensor, torch.Tensor] | None = None  # (x_0, x_T), for diagnostics
 
-    def _rotate(self, x: torch.Tensor) -> torch.Tensor:
-        """Omega x: rotate every channel pair (x1, x2) -> omega * (-x2, x1)."""
-        pairs = x.unflatten(1, (-1, 2))  # [B, C/2, 2, ...]
-        w = self.omega.view(1, -1, *([1] * (x.dim() - 2)))
-        return torch.stack((-w * pairs[:, :, 1], w * pairs[:, :, 0]), dim=2).flatten(1, 2)
+    def natural_rotation(self, x: torch.Tensor) -> torch.Tensor:
+        """Omega_g x per group and region, with Omega_g anti-symmetric (a pure rotation rate)."""
+        omega = self.omega - self.omega.transpose(1, 2)  # [G, n, n]
+        g = x.unflatten(1, (-1, self.n))  # [B, G, n, ...]
+        return torch.einsum("gij,bgj...->bgi...", omega, g).flatten(1, 2)
 
     def _project(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Remove from y its component along x, per oscillator (the tangent-space projection)."""
@@ -62,14 +85,17 @@ class AKOrNLayer(nn.Module):
 
     def oscillate(self, features: torch.Tensor) -> torch.Tensor:
         """Pooled features -> final unit oscillators [B, C, g, g, g]."""
-        stimulus = self.stimulus_norm(F.adaptive_avg_pool3d(features, self.grid))
-        x = group_normalise(stimulus + self.initial.view(1, -1, 1, 1, 1), self.n)
+        c = self.stimulus(F.adaptive_avg_pool3d(features, self.grid))
+        x = self.initial.expand(features.shape[0], -1, -1, -1, -1).to(c.dtype)
+        start = x
         for _ in range(self.steps):
-            drive = self._rotate(x) + self._project(stimulus + self.coupling(x), x)
+            drive = self.natural_rotation(x) + self._project(c + self.coupling_mix(self.coupling_space(x)), x)
             x = group_normalise(x + self.step_size * drive, self.n)
+        self.last_trajectory = (start.detach(), x.detach())
         return x
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = self.oscillate(features)
-        self.last_order_parameter = order_parameter(x, self.n)
-        return F.interpolate(self.readout(x), size=features.shape[2:], mode="trilinear", align_corners=False)
+        self.last_order_parameter = order_parameter(x, self.n).mean(dim=1)
+        out = self.readout(x).unflatten(1, (-1, self.n)).norm(dim=2) + self.readout_bias.view(1, -1, 1, 1, 1)
+        return F.interpolate(out, size=features.shape[2:], mode="trilinear", align_corners=False)

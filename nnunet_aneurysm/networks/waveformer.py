@@ -10,8 +10,8 @@ network is built for no image size in particular: any shape works (odd sizes are
 inside the DWT), and nnU-Net patches are divisible by ``total_stride``.
 
 ``forward(x)`` follows nnU-Net's contract; ``forward(x, metadata, return_aux=True)`` also
-returns the 14 series-level logits, the AKOrN order parameter and the features the PINN head
-samples.
+returns the series-level logits (location-aware heads), the AKOrN order parameter and the
+patch code of the PINN head's flow field.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from nnunet_aneurysm.networks.akorn import AKOrNLayer
 from nnunet_aneurysm.networks.blocks import EfficientSelfAttention, MixFFN, norm3d, to_tokens, to_volume
-from nnunet_aneurysm.networks.classification_head import ClassificationHead
 from nnunet_aneurysm.networks.fast_conv import DepthwiseConv3d, PointwiseConv3d
+from nnunet_aneurysm.networks.film import FiLM
 from nnunet_aneurysm.networks.haar import dwt3d, idwt3d
+from nnunet_aneurysm.networks.location_heads import LocationHeads, dilate, territories
 from nnunet_aneurysm.networks.pinn_head import PINNHead
 
 
@@ -52,13 +54,18 @@ class WaveletAttentionBlock(nn.Module):
         self.akorn = AKOrNLayer(dim, **akorn) if akorn is not None else None
 
     def _wavelet_attention(self, h: torch.Tensor) -> torch.Tensor:
+        """Attention on the low band, taken at the scale of the input: the orthonormal Haar low band of
+        L levels is 2^(1.5 L) times the block mean for a smooth field, and attending on it unscaled
+        saturates the softmax at initialisation (max weight 0.91 at three levels); dividing by that
+        gain attends on the block mean, and multiplying back keeps the inverse transform exact."""
         stack = []
-        for _ in range(dwt_levels(h.shape[2:], self.max_tokens)):
+        levels = dwt_levels(h.shape[2:], self.max_tokens)
+        for _ in range(levels):
             bands, shape = dwt3d(h)
             stack.append((bands[:, 1:], shape))
             h = bands[:, 0]
-        shape = tuple(h.shape[2:])
-        h = to_volume(self.attention(to_tokens(h), shape), shape)
+        shape, gain = tuple(h.shape[2:]), 2.0 ** (1.5 * levels)
+        h = gain * to_volume(self.attention(to_tokens(h / gain), shape), shape)
         for highs, shape in reversed(stack):
             h = idwt3d(torch.cat([h.unsqueeze(1), highs], dim=1), shape)
         return h
@@ -108,13 +115,15 @@ class WaveFormerDecoder(nn.Module):
         self.ups = nn.ModuleList(WaveletUp(dims[i + 1], dims[i]) for i in reversed(range(len(dims) - 1)))
         self.heads = nn.ModuleList(PointwiseConv3d(dims[i], num_classes) for i in reversed(range(len(dims) - 1)))
 
-    def forward(self, skips: list[torch.Tensor], highs: list) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def forward(self, skips: list[torch.Tensor], highs: list) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Logits and decoder features per level, highest resolution first."""
         x = skips[-1]
-        outputs = []
+        outputs, features = [], []
         for up, head, skip, hs in zip(self.ups, self.heads, reversed(skips[:-1]), reversed(highs)):
             x = up(x, skip, hs)
             outputs.append(head(x))
-        return outputs[::-1], x  # highest resolution first; last decoder features
+            features.append(x)
+        return outputs[::-1], features[::-1]
 
 
 def gpu_config() -> dict:
@@ -130,8 +139,15 @@ def cpu_config() -> dict:
 class WaveFormer(nn.Module):
     """nnU-Net contract: ``(input_channels, num_classes, deep_supervision, **arch_kwargs)``.
 
-    ``classification_outputs`` and ``metadata_dim`` size the series-level head and its FiLM; the
-    planner fills them from the label and metadata tables.
+    Stage 2's input holds the image, stage 1's vessel probability and, in ``artery_channel``,
+    stage 1's artery labels (class ids 1..``num_locations``): those enter the stem one-hot, and
+    define the territories the :class:`LocationHeads` pool over (at half resolution, dilated by
+    ``territory_margin`` half-resolution voxels). Without an artery channel every territory is
+    the whole patch. The heads see the half-resolution decoder features and segmentation
+    probabilities. Metadata enter by FiLM at the output of every encoder stage, bottleneck included:
+    the decoder's skips, the heads and the PINN head all read FiLM-ed features, and no
+    normalisation follows a FiLM before a convolution mixes its channels (so none cancels it).
+    ``classification_outputs`` must be ``num_locations + 1`` (the planner fills both).
     """
 
     def __init__(
@@ -149,39 +165,68 @@ class WaveFormer(nn.Module):
         pinn: dict | None = None,
         classification_outputs: int = 14,
         metadata_dim: int = 7,
+        artery_channel: int | None = None,
+        territory_margin: int = 2,
+        head_hidden: int = 64,
     ):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv3d(input_channels, stem_channels, 3, padding=1),
-                                  norm3d(stem_channels), nn.GELU())
+        self.num_locations = classification_outputs - 1
+        self.artery_channel, self.territory_margin = artery_channel, territory_margin
+        stem_in = input_channels if artery_channel is None else input_channels - 1 + self.num_locations
+        self.stem = nn.Sequential(nn.Conv3d(stem_in, stem_channels, 3, padding=1), norm3d(stem_channels), nn.GELU())
         dims = [stem_channels, *embed_dims]
         self.downs = nn.ModuleList(WaveletDown(dims[i], dims[i + 1]) for i in range(len(embed_dims)))
         self.stages = nn.ModuleList(
             nn.Sequential(*[WaveletAttentionBlock(d, h, max_tokens, mlp_ratio, akorn) for _ in range(n)])
             for d, h, n in zip(embed_dims, num_heads, depths)
         )
+        self.films = nn.ModuleList(FiLM(d, metadata_dim) for d in embed_dims) if metadata_dim else None
         self.decoder = WaveFormerDecoder(dims, num_classes, deep_supervision)
-        self.classifier = ClassificationHead(embed_dims[-1], classification_outputs, metadata_dim)
-        self.pinn_head = PINNHead(stem_channels, **pinn) if pinn is not None else None
+        self.heads = LocationHeads(dims[1] + num_classes, self.num_locations, head_hidden)
+        self.pinn_head = PINNHead(embed_dims[-1], **pinn) if pinn is not None else None
         self.total_stride = 2 ** len(embed_dims)
         self.deep_supervision_scales = [1.0 / 2**i for i in range(len(embed_dims))]
 
     def akorn_layers(self) -> list[AKOrNLayer]:
         return [m for m in self.modules() if isinstance(m, AKOrNLayer)]
 
+    def _stem_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The stem's input (artery labels one-hot) and the artery labels [B, D, H, W] (None without them)."""
+        if self.artery_channel is None:
+            return x, None
+        labels = x[:, self.artery_channel]
+        ids = torch.arange(1, self.num_locations + 1, device=x.device, dtype=x.dtype).view(1, -1, 1, 1, 1)
+        onehot = (labels.round()[:, None] == ids).to(x.dtype)
+        others = [c for c in range(x.shape[1]) if c != self.artery_channel]
+        return torch.cat([x[:, others], onehot], dim=1), labels
+
+    def territory_masks(self, labels: torch.Tensor | None, shape, like: torch.Tensor) -> torch.Tensor:
+        """[B, K, *shape] territories at the heads' resolution (all ones without artery labels)."""
+        if labels is None:
+            return like.new_ones(like.shape[0], self.num_locations, *shape)
+        masks = territories(labels, self.num_locations, 0)
+        masks = F.adaptive_max_pool3d(masks, shape)
+        return dilate(masks, self.territory_margin)
+
     def forward(self, x: torch.Tensor, metadata: torch.Tensor | None = None, return_aux: bool = False):
-        skips, highs = [self.stem(x)], []
-        for down, stage in zip(self.downs, self.stages):
+        stem_input, labels = self._stem_input(x)
+        if self.films is not None and metadata is None:  # stock nnU-Net prediction passes none: the unknown vector
+            metadata = x.new_zeros(x.shape[0], self.films[0].mlp[0].in_features)
+        skips, highs = [self.stem(stem_input)], []
+        for i, (down, stage) in enumerate(zip(self.downs, self.stages)):
             h, hs = down(skips[-1])
-            skips.append(stage(h))
+            h = stage(h)
+            skips.append(self.films[i](h, metadata.to(h.dtype)) if self.films is not None else h)
             highs.append(hs)
         outputs, features = self.decoder(skips, highs)
         seg = outputs if self.decoder.deep_supervision else outputs[0]
         if not return_aux:
             return seg
+        half = torch.cat([features[1], outputs[1].float().softmax(1).to(features[1].dtype)], dim=1)
         layers = self.akorn_layers()
         aux = {
-            "class_logits": self.classifier(skips[-1], metadata),
+            "class_logits": self.heads(half, self.territory_masks(labels, half.shape[2:], half)),
             "order_parameter": layers[-1].last_order_parameter if layers else None,
-            "pinn_features": features,  # full-resolution decoder features [B, stem_channels, D, H, W]
+            "pinn_code": self.pinn_head.patch_code(skips[-1]) if self.pinn_head is not None else None,
         }
         return seg, aux

@@ -2,14 +2,21 @@
 
 The plans size the patch for the *full* network (the heaviest variant), so every stage-2
 trainer variant (baseline, +AKOrN, +PINN, full) fits under the same VRAM target. The series
-head's outputs and FiLM's input size come from the label and metadata tables.
+heads' outputs and FiLM's input size come from the label and metadata tables; the artery-label
+channel and the territory margin come from the dataset (``roi-dataset`` names its channels in
+``dataset.json``). On a region-of-interest dataset the patch is the whole ROI when it fits, so
+the series heads train on what they read; when it does not, the plan says so.
 """
+
+from __future__ import annotations
 
 from nnunet_aneurysm.labels import SUBMISSION_COLUMNS
 from nnunet_aneurysm.metadata import METADATA_DIM
 from nnunet_aneurysm.networks.waveformer import WaveFormer, cpu_config, gpu_config
 from nnunet_aneurysm.planners.base import AneurysmPlanner
+from nnunet_aneurysm.stages import CHANNELS_KEY
 
+TERRITORY_MARGIN_MM = 5.0  # a saccular aneurysm's centre lies within about this distance of its artery's wall
 _HEADS = {"akorn": {}, "pinn": {}, "classification_outputs": len(SUBMISSION_COLUMNS), "metadata_dim": METADATA_DIM}
 
 
@@ -22,3 +29,24 @@ class WaveFormerPlanner(AneurysmPlanner):
     @property
     def divisible_by(self) -> int:
         return 2 ** len(self.arch_kwargs["embed_dims"])
+
+    def dataset_arch_kwargs(self, spacing) -> dict:
+        """Where the artery labels are, and the territory margin in the heads' (half-resolution) voxels."""
+        names = self.dataset_json.get(CHANNELS_KEY, [])
+        artery = names.index("artery_labels") if "artery_labels" in names else None
+        return {"artery_channel": artery, "territory_margin": int(round(TERRITORY_MARGIN_MM / (2 * min(spacing))))}
+
+    def get_plans_for_configuration(self, spacing, median_shape, data_identifier, approximate_n_voxels_dataset,
+                                    _cache) -> dict:
+        if len(spacing) != 3:
+            return {}
+        extra = self.dataset_arch_kwargs(spacing)
+        self.arch_kwargs = {**type(self).arch_kwargs, **extra}
+        self.cpu_arch_kwargs = {**type(self).cpu_arch_kwargs, **extra}
+        plan = super().get_plans_for_configuration(spacing, median_shape, data_identifier,
+                                                   approximate_n_voxels_dataset, _cache)
+        if extra["artery_channel"] is not None and any(p < m for p, m in zip(plan["patch_size"], median_shape)):
+            print(f"WaveFormerPlanner: the ROI {list(median_shape)} does not fit one patch under the memory target "
+                  f"(patch {plan['patch_size']}): series heads will train on patch targets and be read as the "
+                  f"maximum over tiles")
+        return plan

@@ -11,6 +11,9 @@
   made WaveFormer's first epoch compile for over five minutes on an H100.
 * Extra per-epoch metrics are registered with nnU-Net's logger (so they survive ``--c``) and
   drawn in ``progress_extra.png`` beside nnU-Net's ``progress.png``.
+* Our labels are left/right specific, so nnU-Net's mirroring (training and test time) is off;
+  instead each training sample is flipped along its own left-right axis with probability
+  ``left_right_flip_probability`` and its labels swapped to their partners (``left_right.py``).
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ import random
 import matplotlib
 import numpy as np
 import torch
+from batchgenerators.utilities.file_and_folder_operations import load_pickle
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from torch import nn
+from torch.optim.lr_scheduler import _LRScheduler
+
+from nnunet_aneurysm.left_right import flip_left_right, left_right_axis
 
 SCHEDULE_KEYS = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch", "save_every", "seed")
 
@@ -69,15 +76,68 @@ class AneurysmScheduledNNUNetTrainer(nnUNetTrainer):
         apply_trainer_schedule(self, fold)
 
 
+class WarmupPolyLRScheduler(_LRScheduler):
+    """Linear warm-up over ``warmup_steps`` epochs, then nnU-Net's poly decay (exponent 0.9) to zero."""
+
+    def __init__(self, optimizer, initial_lr: float, warmup_steps: int, max_steps: int, exponent: float = 0.9):
+        self.initial_lr, self.warmup_steps, self.max_steps = initial_lr, warmup_steps, max_steps
+        self.exponent = exponent
+        self.ctr = 0
+        super().__init__(optimizer, -1)
+
+    def step(self, current_step=None):
+        step = self.ctr if current_step is None or current_step == -1 else current_step
+        self.ctr = step + 1
+        if step < self.warmup_steps:
+            lr = self.initial_lr * (step + 1) / (self.warmup_steps + 1)
+        else:
+            progress = (step - self.warmup_steps) / max(self.max_steps - self.warmup_steps, 1)
+            lr = self.initial_lr * max(0.0, 1 - progress) ** self.exponent
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self._last_lr = [lr] * len(self.optimizer.param_groups)
+
+
 class AneurysmTrainerBase(AneurysmScheduledNNUNetTrainer):
     """What all our own trainers share on top of the scheduled baseline (see the module docstring)."""
 
     extra_metrics: tuple[str, ...] = ()  # logged once per epoch by subclasses
+    left_right_flip_probability = 0.5
+    label_input_channels: tuple[int, ...] = ()  # input channels holding class ids (swapped by the flip)
 
     def initialize(self):
         super().initialize()
+        self._left_right_axes: dict[str, int] = {}
         for key in self.extra_metrics:  # after __init__, where subclasses may still add metrics
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None  # nnU-Net's mirror TTA would mix left and right labels
+        return rotation, dummy_2d, initial_patch, None
+
+    def left_right_axis(self, key: str) -> int:
+        """The preprocessed array axis of case ``key`` closest to patient left-right (from its direction)."""
+        if key not in self._left_right_axes:
+            properties = load_pickle(os.path.join(self.preprocessed_dataset_folder, f"{key}.pkl"))
+            self._left_right_axes[key] = left_right_axis(properties["sitk_stuff"]["direction"],
+                                                         self.plans_manager.transpose_forward)
+        return self._left_right_axes[key]
+
+    def flip_batch(self, batch: dict) -> list[bool]:
+        """Flip each sample of ``batch`` (data and every target level, in place of the dict's tensors) with
+        probability ``left_right_flip_probability``; returns which were flipped."""
+        keys = batch.get("keys")
+        if keys is None or self.left_right_flip_probability <= 0:
+            return [False] * len(batch["data"])
+        flip = [bool(f) for f in np.random.random_sample(len(keys)) < self.left_right_flip_probability]
+        if any(flip):
+            target = batch["target"]
+            targets = target if isinstance(target, list) else [target]
+            data, targets = flip_left_right(batch["data"], targets, [self.left_right_axis(str(k)) for k in keys],
+                                            flip, self.label_input_channels)
+            batch["data"], batch["target"] = data, targets if isinstance(target, list) else targets[0]
+        return flip
 
     def _do_i_compile(self) -> bool:
         if os.environ.get("nnUNet_compile", "").lower() not in ("true", "1", "t"):
@@ -121,16 +181,21 @@ class AneurysmTrainerBase(AneurysmScheduledNNUNetTrainer):
         """
         if self.grad_scaler is None:
             total.backward()
+            self.adjust_gradients()
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
             self.optimizer.step()
             return True
         scale = self.grad_scaler.get_scale()
         self.grad_scaler.scale(total).backward()
         self.grad_scaler.unscale_(self.optimizer)
+        self.adjust_gradients()
         torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
         return self.grad_scaler.get_scale() >= scale
+
+    def adjust_gradients(self) -> None:
+        """Hook between backward (unscaled gradients) and clipping; a no-op unless a trainer needs one."""
 
     def plain_network(self) -> nn.Module:
         """The network without DDP / torch.compile wrappers."""

@@ -1,30 +1,86 @@
-"""Stage 1: SegFormer3D on the vessel dataset, recall first."""
+"""Stage 1: SegFormer3D on the vessel dataset, recall first on the union vessel mask.
+
+* Loss: CE over the 13 artery labels + Tversky of the UNION vessel mask with false negatives
+  weighed above false positives + Dice of the artery classes present in the batch
+  (``TverskyCELoss(union=True, weight_class_dice=1)``). The per-class Tversky over all 13 tiny
+  classes collapsed to "all background" (every class absent from a batch scores a perfect
+  index): vessel recall 0.0 in every epoch.
+* Optimiser: AdamW with a linear warm-up then poly decay, nnU-Net's own transformer recipe
+  (Primus), at a learning rate for short schedules.
+* Left/right flips swap the artery labels (the base trainer); nnU-Net's mirroring is off.
+* Logged per epoch: recall and Dice of the union vessel mask (what stage 2 and the graph
+  consume; seed targets > 0.98 and ~0.90) beside the per-class figures pooled over labels.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from nnunetv2.utilities.collate_outputs import collate_outputs
 
 from nnunet_aneurysm.losses.tversky import TverskyCELoss
-from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
+from nnunet_aneurysm.trainers.base import AneurysmTrainerBase, WarmupPolyLRScheduler
+
+
+def union_counts(logits: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    """(TP, FP, FN) voxels of the union foreground: argmax != background vs label != 0."""
+    predicted, truth = logits.argmax(1) != 0, target[:, 0] != 0
+    return np.array([(predicted & truth).sum().item(), (predicted & ~truth).sum().item(),
+                     (~predicted & truth).sum().item()], dtype=np.float64)
 
 
 class AneurysmSegFormer3DTrainer(AneurysmTrainerBase):
-    """SegFormer3D from the plans; Tversky (alpha on FN above beta on FP) + CE; logs vessel recall."""
+    """SegFormer3D from the plans; CE + union Tversky (recall first); AdamW with warm-up; union metrics logged."""
 
-    tversky_alpha = 0.7
-    tversky_beta = 0.3
-    extra_metrics = ("vessel_recall", "vessel_dice")
+    fn_weight = 0.7
+    fp_weight = 0.3
+    adamw_lr = 1e-3
+    adamw_weight_decay = 1e-2
+    warmup_fraction = 0.1  # of the epochs
+    extra_metrics = ("union_recall", "union_dice", "vessel_recall", "vessel_dice")
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr, self.weight_decay = self.adamw_lr, self.adamw_weight_decay  # nnU-Net's SGD values otherwise
 
     def _build_loss(self):
-        return self.deep_supervised(TverskyCELoss(self.tversky_alpha, self.tversky_beta))
+        return self.deep_supervised(TverskyCELoss(self.fn_weight, self.fp_weight, union=True, weight_class_dice=1.0))
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
+                                      betas=(0.9, 0.98))
+        warmup = max(1, int(round(self.warmup_fraction * self.num_epochs)))
+        return optimizer, WarmupPolyLRScheduler(optimizer, self.initial_lr, warmup, self.num_epochs)
+
+    def train_step(self, batch: dict) -> dict:
+        self.flip_batch(batch)
+        return super().train_step(batch)
+
+    def validation_step(self, batch: dict) -> dict:
+        captured = {}
+        hook = self.network.register_forward_hook(lambda module, args, output: captured.setdefault("out", output))
+        try:
+            result = super().validation_step(batch)
+        finally:
+            hook.remove()
+        out, target = captured["out"], batch["target"]
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        target = (target[0] if isinstance(target, list) else target).to(out.device)
+        result["union"] = union_counts(out, target)
+        return result
 
     def on_validation_epoch_end(self, val_outputs):
+        union = np.sum([o["union"] for o in val_outputs], axis=0)
         super().on_validation_epoch_end(val_outputs)
         out = collate_outputs(val_outputs)
         tp, fp, fn = (np.sum(out[k], 0) for k in ("tp_hard", "fp_hard", "fn_hard"))
-        recall = float(tp.sum() / max(tp.sum() + fn.sum(), 1))
-        dice = float(2 * tp.sum() / max(2 * tp.sum() + fp.sum() + fn.sum(), 1))
-        self.logger.log("vessel_recall", recall, self.current_epoch)
-        self.logger.log("vessel_dice", dice, self.current_epoch)
-        self.print_to_log_file(f"vessel recall {recall:.4f}, vessel Dice {dice:.4f} (all artery labels pooled)")
+        metrics = {"union_recall": union[0] / max(union[0] + union[2], 1),
+                   "union_dice": 2 * union[0] / max(2 * union[0] + union[1] + union[2], 1),
+                   "vessel_recall": tp.sum() / max(tp.sum() + fn.sum(), 1),
+                   "vessel_dice": 2 * tp.sum() / max(2 * tp.sum() + fp.sum() + fn.sum(), 1)}
+        for key, value in metrics.items():
+            self.logger.log(key, float(value), self.current_epoch)
+        self.print_to_log_file(f"union vessel mask: recall {metrics['union_recall']:.4f}, Dice "
+                               f"{metrics['union_dice']:.4f} (seed targets > 0.98, ~0.90); artery labels pooled: "
+                               f"recall {metrics['vessel_recall']:.4f}, Dice {metrics['vessel_dice']:.4f}")

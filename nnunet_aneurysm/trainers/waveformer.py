@@ -1,20 +1,23 @@
-"""Stage 2: WaveFormer (+ AKOrN, + PINN head) on the aneurysm dataset.
+"""Stage 2: WaveFormer (+ AKOrN, + PINN head) on the vessel region-of-interest dataset.
 
-Loss = balance(seg: nnU-Net's Dice + CE with deep supervision,
-               cls: asymmetric loss of the 14 series-level logits against patch-level targets,
-               physics: Navier-Stokes residual + no-slip + flow terms at collocation points).
-Targets of the classification head come from the label patch: location k is present if any
-voxel of the patch carries label k; 'Aneurysm Present' if any does. Metadata (age, sex,
-modality) come from the converter's ``metadata.csv`` by case id and enter through FiLM.
+Loss = balance(seg: nnU-Net's Dice + CE with deep supervision, plus 1 (bounded below by zero),
+               cls: asymmetric loss (or AUC margin) of the 14 series logits against the SERIES'
+                    labels (``metadata.csv``): the patch is the whole ROI, so the heads are
+                    trained exactly as they are read,
+               physics: Navier-Stokes residual + no-slip + flow condition of one field per patch).
+Inputs: image, stage 1's vessel probability and artery labels (``stages.STAGE2_CHANNELS``); the
+label channel is resampled as labels and only the image is intensity-augmented
+(``augmentation.py``). Left/right flips swap the artery labels, the aneurysm labels and the
+series targets to their partners. Metadata (age, sex, modality) enter through FiLM; a case
+without a metadata row is counted per epoch (``metadata_missing``).
 
-nnU-Net's mirroring is switched off in augmentation and test-time augmentation: flipping a head
-swaps left and right, and a mirrored image with unswapped location labels would teach the network
-wrong sides. In its place, ``left_right.py`` flips along each case's own left-right axis and swaps
-the location labels to their partners (probability ``left_right_flip_probability``).
+When the planner could not fit the whole ROI in one patch (large ROIs on small GPUs), the heads
+are trained on patch targets (a location is present if the patch holds its label) and read as
+the maximum over tiles; the trainer says so in its log.
 
 Variants are one ``-tr`` apart: ``AneurysmWaveFormerBaselineTrainer`` (neither AKOrN nor PINN),
 ``AneurysmWaveFormerAKOrNTrainer``, ``AneurysmWaveFormerPINNTrainer``, ``AneurysmWaveFormerTrainer``
-(both). All read the same plans (``WaveFormerPlanner``).
+(both), ``AneurysmWaveFormerAUCMTrainer`` (both, AUC-margin class loss). All read the same plans.
 """
 
 from __future__ import annotations
@@ -24,32 +27,38 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from batchgenerators.utilities.file_and_folder_operations import load_pickle
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
 from nnunet_aneurysm.labels import NUM_LOCATIONS
+from nnunet_aneurysm.left_right import swap_series_columns
 from nnunet_aneurysm.losses.asymmetric import AsymmetricLoss
-from nnunet_aneurysm.losses.auc_margin import AUCMarginLoss
-from nnunet_aneurysm.losses.balancing import BALANCERS
-from nnunet_aneurysm.losses.collocation import R3Sampler, sample_in, vessel_mask, wall_mask
-from nnunet_aneurysm.losses.physics import REYNOLDS_CURRICULUM, physics_loss
-from nnunet_aneurysm.metadata import MetadataTable
-from nnunet_aneurysm.stages import VESSEL_CHANNEL
+from nnunet_aneurysm.losses.auc_margin import AUCMarginLoss, ProximalTerm
+from nnunet_aneurysm.losses.balancing import BALANCERS, BoundedBelow
+from nnunet_aneurysm.losses.collocation import (
+    R3Population,
+    interior_mask,
+    sample_in,
+    to_nondimensional,
+    vessel_mask,
+    wall_mask,
+)
+from nnunet_aneurysm.losses.physics import LENGTH_SCALE_MM, REYNOLDS_CURRICULUM, physics_loss
+from nnunet_aneurysm.metadata import MetadataTable, read_series_targets
+from nnunet_aneurysm.stages import ARTERY_CHANNEL, VESSEL_CHANNEL
+from nnunet_aneurysm.trainers.augmentation import for_mixed_channels
 from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
-from nnunet_aneurysm.trainers.left_right import flip_left_right, left_right_axis
 
 CLASS_LOSSES = {"asl": AsymmetricLoss, "aucm": lambda: AUCMarginLoss(NUM_LOCATIONS + 1)}
 
 
-def finite_or_zero(loss: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """The guard between the physics head and the optimiser: a non-finite loss becomes a fresh zero
-    (no graph, so no NaN gradient either) and is reported as skipped."""
-    if torch.isfinite(loss).all():
-        return loss, False
-    return torch.zeros((), device=loss.device, dtype=loss.dtype), True
+def finite_or_none(loss: torch.Tensor) -> torch.Tensor | None:
+    """The guard between the physics head and the optimiser: a non-finite loss is dropped (with its graph,
+    so no NaN gradient reaches the network) and the step trains on the other terms."""
+    return loss if torch.isfinite(loss).all() else None
 
 
 def patch_targets(label: torch.Tensor) -> torch.Tensor:
@@ -67,12 +76,13 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
     balancer_name = "uwso"
     class_loss_name = "asl"
     fixed_losses: tuple[str, ...] = ()
-    collocation_points = 2048
+    collocation_points = 1024  # interior points per case (R3 population)
     wall_points = 256
     reynolds_start, reynolds_end = REYNOLDS_CURRICULUM
     continuity_only_fraction = 0.2  # of the epochs, before the momentum terms switch on
     physics_dtype = torch.float64
-    left_right_flip_probability = 0.5
+    proximal_weight = 2e-3  # PESG's epoch decay, with the AUC-margin loss
+    label_input_channels = (ARTERY_CHANNEL,)
     extra_metrics = ("loss_seg", "loss_cls", "loss_physics", "weight_seg", "weight_cls", "weight_physics",
                      "order_parameter", "physics_skipped", "metadata_missing")
 
@@ -93,6 +103,8 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
         self._choose_losses(self.configuration_manager.configuration.get("losses", {}))
         if self.class_loss_name == "aucm":
             self.extra_metrics = (*self.extra_metrics, "aucm_alpha")
+        patch = np.array(self.configuration_manager.patch_size)
+        self.whole_roi = bool(np.all(patch >= np.array(self.configuration_manager.median_image_size_in_voxels)))
 
     def _choose_losses(self, chosen: dict) -> None:
         """Apply the plans' loss choices; refuse unknown keys and any that contradict what this class fixes."""
@@ -117,9 +129,26 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
         self.balancer = BALANCERS[self.balancer_name](names).to(self.device)
         self.class_loss = CLASS_LOSSES[self.class_loss_name]().to(self.device)
         super().initialize()
-        self.sampler = R3Sampler(self.collocation_points)
-        self.metadata = self._load_metadata()
-        self._left_right_axes: dict[str, int] = {}
+        self.collocation = R3Population(self.collocation_points)
+        raw = Path(os.environ.get("nnUNet_raw", "")) / self.plans_manager.dataset_name / "metadata.csv"
+        self.metadata = self._read_table(raw, MetadataTable.read, MetadataTable())
+        self.series_targets = self._read_table(raw, read_series_targets, {})
+        self.proximal = ProximalTerm(self.network.parameters(), self.proximal_weight) \
+            if self.class_loss_name == "aucm" else None
+        if not self.whole_roi:
+            self.print_to_log_file(f"patch {self.configuration_manager.patch_size} is smaller than the ROI "
+                                   f"{self.configuration_manager.median_image_size_in_voxels}: series heads train on "
+                                   f"patch targets and are read as the maximum over tiles")
+
+    def _read_table(self, path: Path, read, empty):
+        if not path.is_file():
+            self.print_to_log_file(f"no {path}: metadata enter FiLM as zeros and series targets come from patches")
+            return empty
+        return read(path)
+
+    def _build_loss(self):
+        # nnU-Net's Dice + CE is CE - soft Dice >= -1: balanced as loss + 1 >= 0
+        return BoundedBelow(nnUNetTrainer._build_loss(self), -1.0)
 
     def configure_optimizers(self):
         optimizer, scheduler = super().configure_optimizers()
@@ -127,6 +156,12 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
         if learnt:
             optimizer.add_param_group({"params": learnt, "weight_decay": 0.0})
         return optimizer, scheduler
+
+    def get_training_transforms(self, *args, **kwargs):
+        """nnU-Net's training transforms (a static method there, called through ``self``), told which input
+        channels are labels and which are intensities."""
+        transforms = nnUNetTrainer.get_training_transforms(*args, **kwargs)
+        return for_mixed_channels(transforms, self.label_input_channels, [0])
 
     def _loss_modules(self) -> dict:
         return {"balancer": self.balancer, "class_loss": self.class_loss}
@@ -145,35 +180,22 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
                                    f"({type(module).__name__}); was it trained with other loss settings?")
             module.load_state_dict(state[name])
 
-    def _load_metadata(self) -> MetadataTable:
-        path = Path(os.environ.get("nnUNet_raw", "")) / self.plans_manager.dataset_name / "metadata.csv"
-        if not path.is_file():
-            self.print_to_log_file(f"no {path}: every case's metadata enters FiLM as zeros (counted per epoch)")
-            return MetadataTable()
-        return MetadataTable.read(path)
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        if self.proximal is not None:
+            self.proximal.reset()
 
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        rotation, dummy_2d, initial_patch, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        self.inference_allowed_mirroring_axes = None
-        return rotation, dummy_2d, initial_patch, None
+    def adjust_gradients(self) -> None:
+        if self.proximal is not None:
+            self.proximal.add_to_gradients()
 
-    def left_right_axis(self, key: str) -> int:
-        if key not in self._left_right_axes:
-            properties = load_pickle(os.path.join(self.preprocessed_dataset_folder, f"{key}.pkl"))
-            self._left_right_axes[key] = left_right_axis(properties["sitk_stuff"]["direction"],
-                                                         self.plans_manager.transpose_forward)
-        return self._left_right_axes[key]
-
-    def _maybe_flip_left_right(self, data, target, keys):
-        flip = [bool(f) for f in np.random.random_sample(len(keys)) < self.left_right_flip_probability]
-        if not any(flip):
-            return data, target
-        targets = target if isinstance(target, list) else [target]
-        data, targets = flip_left_right(data, targets, [self.left_right_axis(str(k)) for k in keys], flip)
-        return data, targets if isinstance(target, list) else targets[0]
-
-    def _metadata_tensor(self, keys) -> torch.Tensor:
-        return torch.from_numpy(self.metadata.lookup(keys)).to(self.device)
+    def _series_targets(self, keys, flipped, full_target) -> torch.Tensor:
+        """[B, 14]: the series' labels (partners swapped where the sample was flipped), or patch targets."""
+        if not self.whole_roi or not self.series_targets:
+            return patch_targets(full_target)
+        rows = [torch.from_numpy(self.series_targets[str(k)]) for k in keys]
+        rows = [swap_series_columns(r) if f else r for r, f in zip(rows, flipped)]
+        return torch.stack(rows).to(self.device)
 
     def _reynolds_and_momentum(self) -> tuple[float, float]:
         progress = self.current_epoch / max(self.num_epochs - 1, 1)
@@ -181,50 +203,63 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
         momentum = 0.0 if progress < self.continuity_only_fraction else 1.0
         return reynolds, momentum
 
-    def _physics(self, data: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    def _physics(self, data: torch.Tensor, code: torch.Tensor, keys) -> torch.Tensor | None:
+        """The physics loss of each sample's flow field at its R3 population of lumen points and its wall;
+        None when no sample has a vessel lumen or the loss is not finite (the step then skips the term)."""
         mask = vessel_mask(data, VESSEL_CHANNEL)
-        interior = self.sampler.interior(mask)
-        wall = sample_in(wall_mask(mask), self.wall_points)
+        interior, wall = interior_mask(mask), wall_mask(mask)
+        usable = [b for b in range(len(data)) if interior[b].any() and wall[b].any()]
+        if not usable:
+            return None
+        shape, spacing = data.shape[2:], self.configuration_manager.spacing
+        points = [self.collocation.points(str(keys[b]), interior[b]) for b in usable]
+        walls = [sample_in(wall[b], self.wall_points) for b in usable]
+        to_nd = lambda index: to_nondimensional(index, shape, spacing, LENGTH_SCALE_MM, self.physics_dtype)  # noqa: E731
+        head, code = self.plain_network().pinn_head, code[usable]
         reynolds, momentum = self._reynolds_and_momentum()
-        head = self.plain_network().pinn_head
-        features = features.float()
-        terms = physics_loss(lambda c: head(c, features), interior, wall, reynolds, momentum,
-                             dtype=self.physics_dtype)
-        total, skipped = finite_or_zero(terms["total"].float())
-        if not skipped:
-            self.sampler.update(interior, terms["point_residual"])
-        return total, skipped
+        terms = physics_loss(lambda c: head.field(c, code), to_nd(torch.stack(points)), to_nd(torch.stack(walls)),
+                             reynolds, momentum, dtype=self.physics_dtype,
+                             field_with_derivatives=lambda c: head.field_with_derivatives(c, code))
+        total = finite_or_none(terms["total"].float())
+        if total is None:
+            return None
+        for b, pts, residual in zip(usable, points, terms["point_residual"]):
+            self.collocation.update(str(keys[b]), pts, residual)
+        return total
 
-    def compute_losses(self, data: torch.Tensor, target, keys) -> tuple[dict, dict, bool]:
+    def compute_losses(self, data: torch.Tensor, target, keys, flipped) -> tuple[dict, dict, bool]:
         """The unweighted loss terms of one batch (seg, cls[, physics]), the network's auxiliary outputs,
-        and whether the physics term was skipped as non-finite."""
+        and whether the physics term was skipped."""
         full_target = target[0] if isinstance(target, list) else target
+        metadata = torch.from_numpy(self.metadata.lookup(keys)).to(self.device)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            seg, aux = self.network(data, metadata=self._metadata_tensor(keys), return_aux=True)
+            seg, aux = self.network(data, metadata=metadata, return_aux=True)
             losses = {"seg": self.loss(seg, target),
-                      "cls": self.class_loss(aux["class_logits"], patch_targets(full_target))}
+                      "cls": self.class_loss(aux["class_logits"], self._series_targets(keys, flipped, full_target))}
         skipped = False
         if self.use_pinn:
-            losses["physics"], skipped = self._physics(data, aux["pinn_features"])
+            physics = self._physics(data, aux["pinn_code"], keys)
+            skipped = physics is None
+            if not skipped:
+                losses["physics"] = physics
         return losses, aux, skipped
 
     def train_step(self, batch: dict) -> dict:
+        flipped = self.flip_batch(batch)
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
             else target.to(self.device, non_blocking=True)
         keys = batch.get("keys", [""] * data.shape[0])
-        if self.left_right_flip_probability > 0 and "keys" in batch:
-            data, target = self._maybe_flip_left_right(data, target, keys)
         self.optimizer.zero_grad(set_to_none=True)
-        losses, aux, skipped = self.compute_losses(data, target, keys)
+        losses, aux, skipped = self.compute_losses(data, target, keys, flipped)
         total, weights = self.balancer({k: v.float() for k, v in losses.items()})
         stepped = self.backward_and_step(total)
         if isinstance(self.class_loss, AUCMarginLoss) and stepped:
             self.class_loss.ascend(self.optimizer.param_groups[0]["lr"])
         out = {"loss": total.detach().cpu().numpy(), "physics_skipped": float(skipped)}
-        for name, value in losses.items():
-            out[f"loss_{name}"] = float(value.detach())
+        for name in self.balancer.names:  # a skipped term: loss NaN (left out of the epoch's mean), weight 0
+            out[f"loss_{name}"] = float(losses[name].detach()) if name in losses else float("nan")
             out[f"weight_{name}"] = weights[name]
         if isinstance(self.class_loss, AUCMarginLoss):
             out["aucm_alpha"] = float(self.class_loss.alpha.mean())
@@ -267,3 +302,4 @@ class AneurysmWaveFormerPINNTrainer(AneurysmWaveFormerTrainer):
     """WaveFormer + PINN head, no AKOrN layers."""
 
     use_akorn = False
+

@@ -1,0 +1,1 @@
+"""The competition metric, its confidence intervals, and the reports people look at."""

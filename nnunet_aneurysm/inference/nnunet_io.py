@@ -1,0 +1,33 @@
+"""What our inference needs from nnU-Net's: a quiet predictor for a model folder, and the image
+properties nnU-Net's reader would report for an array on a known grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nnunet_aneurysm.dataset_conversion.geometry import Geometry
+from nnunet_aneurysm.nnunet_env import our_trainers_visible
+
+
+def nnunet_properties(geometry: Geometry) -> dict:
+    """What nnU-Net's SimpleITK reader would report for an array on this grid ([k, j, i] order)."""
+    direction = np.stack([geometry.row_dir, geometry.col_dir, geometry.normal], axis=1)
+    return {"spacing": list(geometry.spacing),
+            "sitk_stuff": {"spacing": tuple(geometry.spacing[::-1]), "origin": tuple(map(float, geometry.origin)),
+                           "direction": tuple(direction.ravel())}}
+
+
+def load_predictor(model_dir: Path, folds, device: torch.device, checkpoint: str = "checkpoint_final.pth"):
+    """nnU-Net's predictor for a trained model folder and folds: quiet, without nnU-Net's mirroring (our
+    labels are left/right specific; our own flips swap them)."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    our_trainers_visible()
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                perform_everything_on_device=device.type == "cuda", device=device,
+                                verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=tuple(folds), checkpoint_name=checkpoint)
+    return predictor

@@ -1,0 +1,106 @@
+"""Stage 1 -> stage 2: the aneurysm dataset cropped to each case's vessel region of interest.
+
+Like nnU-Net's cascade, training cases get *out-of-fold* stage-1 predictions (``out_of_fold.py``).
+Each case becomes, on its ROI grid (``roi.py``: fixed physical box, patient-aligned, isotropic):
+
+* ``_0000`` the image (linear resampling), ``_0001`` stage 1's vessel probability,
+  ``_0002`` stage 1's artery labels (nearest neighbour: never interpolated);
+* the label: a ball around every localizer point (``localizers.csv``), drawn on the ROI grid.
+
+Beside it: ``roi.csv`` (each case's ROI centre in patient mm, shape, spacing, whether the
+no-vessel fallback was used, whether its stage-1 input was out-of-fold), the aneurysm dataset's
+``metadata.csv``, ``splits_final.json`` and ``localizers.csv``. Resumable: a case whose label
+file exists is done (the label is written last); its ROI row lives in ``rois/<case>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+import torch
+from tqdm import tqdm
+
+from nnunet_aneurysm.dataset_conversion.convert import LOCALIZERS_FILE, SPHERE_RADIUS_MM, read_localizers
+from nnunet_aneurysm.dataset_conversion.geometry import geometry_of, write_nifti
+from nnunet_aneurysm.dataset_conversion.localizers import draw_spheres
+from nnunet_aneurysm.inference.out_of_fold import fold_groups
+from nnunet_aneurysm.inference.stage1 import Stage1Model, VesselPrediction
+from nnunet_aneurysm.nnunet_env import trained_folds
+from nnunet_aneurysm.roi import Roi, RoiSettings, find_roi, resample_to_roi
+from nnunet_aneurysm.stages import (
+    ARTERY_CHANNEL,
+    FILE_ENDING,
+    ROI_FILE,
+    VESSEL_CHANNEL,
+    channel_file,
+    stage2_dataset_json_entries,
+)
+
+
+def roi_channels(image: np.ndarray, scan, vessels: VesselPrediction, settings: RoiSettings
+                 ) -> tuple[Roi, list[np.ndarray]]:
+    """The ROI of a scan and stage 2's input channels on it, in ``STAGE2_CHANNELS`` order."""
+    roi = find_roi(vessels.vessel_probability, scan, settings)
+    channels = [np.zeros(0)] * 3
+    channels[0] = resample_to_roi(image, scan, roi)
+    channels[VESSEL_CHANNEL] = resample_to_roi(vessels.vessel_probability, scan, roi)
+    channels[ARTERY_CHANNEL] = resample_to_roi(vessels.artery_labels, scan, roi, labels=True)
+    return roi, channels
+
+
+def _points(localizers: pd.DataFrame, case: str) -> tuple[list[np.ndarray], list[int]]:
+    rows = localizers[localizers["case_id"] == case]
+    return [np.array([r.x_mm, r.y_mm, r.z_mm]) for r in rows.itertuples()], rows["class_id"].astype(int).tolist()
+
+
+def build_roi_dataset(raw: Path, aneurysms_dataset: str, output_dataset: str, stage1_dir: Path,
+                      device: str = "cpu", settings: RoiSettings = RoiSettings(),
+                      sphere_radius_mm: float = SPHERE_RADIUS_MM, progress: bool = True) -> Path:
+    """Write ``output_dataset`` under ``raw``; returns its folder."""
+    src, dst = raw / aneurysms_dataset, raw / output_dataset
+    metadata = pd.read_csv(src / "metadata.csv", dtype={"case_id": str})
+    localizers = read_localizers(src)
+    trained = trained_folds(stage1_dir)
+    if not trained:
+        raise FileNotFoundError(f"no fold_*/checkpoint_final.pth under {stage1_dir}: train stage 1 first")
+    groups = fold_groups(dict(zip(metadata["case_id"], metadata["fold"])), trained)
+    for group in groups:
+        if not group.out_of_fold:
+            print(f"{len(group.cases)} cases are in folds without a stage-1 model: they get the ensemble of folds "
+                  f"{list(group.folds)} (not out-of-fold for cases that stage 1 trained on)")
+    for sub in ("imagesTr", "labelsTr", "rois"):
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(metadata), disable=not progress, desc="stage 1 -> ROI dataset", unit="case")
+    for group in groups:
+        todo = [c for c in group.cases if not (dst / "labelsTr" / f"{c}{FILE_ENDING}").is_file()]
+        bar.update(len(group.cases) - len(todo))
+        if not todo:
+            continue
+        model = Stage1Model(stage1_dir, group.folds, torch.device(device))
+        for case in todo:
+            scan_image = sitk.ReadImage(str(src / "imagesTr" / channel_file(case, 0)))
+            scan = geometry_of(scan_image)
+            image = sitk.GetArrayFromImage(scan_image).astype(np.float32)
+            roi, channels = roi_channels(image, scan, model.predict(image, scan), settings)
+            for index, channel in enumerate(channels):
+                write_nifti(channel, roi.geometry, dst / "imagesTr" / channel_file(case, index))
+            row = {"case_id": case, **roi.as_row(), "out_of_fold": group.out_of_fold}
+            (dst / "rois" / f"{case}.json").write_text(json.dumps(row))
+            centres, values = _points(localizers, case)
+            label = draw_spheres(roi.shape, roi.geometry, centres, values, sphere_radius_mm)
+            write_nifti(label, roi.geometry, dst / "labelsTr" / f"{case}{FILE_ENDING}")  # last: marks completion
+            bar.update()
+    bar.close()
+    rows = [json.loads((dst / "rois" / f"{c}.json").read_text()) for c in metadata["case_id"]]
+    pd.DataFrame(rows).to_csv(dst / ROI_FILE, index=False)
+    dataset_json = json.loads((src / "dataset.json").read_text())
+    dataset_json.update(stage2_dataset_json_entries())
+    (dst / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    for name in ("metadata.csv", "splits_final.json", LOCALIZERS_FILE):
+        shutil.copyfile(src / name, dst / name)
+    return dst

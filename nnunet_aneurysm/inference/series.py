@@ -1,0 +1,160 @@
+"""A DICOM series in, 14 probabilities out: the pipeline a user (or the competition's server) calls.
+
+DICOM (the converter's reader) -> stage 1 (fold ensemble, flip TTA) -> vessel region of interest
+-> stage 2 (fold models, flip TTA) -> [vessel graph -> GAT -> stacker] -> one row in submission
+column order. Every step that fails falls back to the previous step's answer, and a series that
+cannot be read or has no vessel gets the pipeline file's fallback row (the training prevalence
+of each column); the reason is recorded, never raised to the caller. Models are loaded once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from nnunet_aneurysm.dataset_conversion.dicom_reader import Volume, read_series
+from nnunet_aneurysm.inference.pipeline_file import Pipeline, read_pipeline
+from nnunet_aneurysm.inference.roi_dataset import roi_channels
+from nnunet_aneurysm.inference.stage1 import Stage1Model, VesselPrediction
+from nnunet_aneurysm.inference.stage2 import Stage2Model, Stage2Prediction
+from nnunet_aneurysm.labels import ID_COLUMN, SUBMISSION_COLUMNS
+from nnunet_aneurysm.metadata import encode_metadata, metadata_from_header
+from nnunet_aneurysm.roi import Roi
+
+log = logging.getLogger("nnunet_aneurysm.predict")
+
+
+@dataclass
+class SeriesResult:
+    series_uid: str
+    probabilities: np.ndarray  # [14], submission column order
+    source: str  # which step produced them: "stacker", "stage2", "fallback"
+    reasons: list[str] = field(default_factory=list)  # why a step fell back
+    seconds: dict[str, float] = field(default_factory=dict)  # per step
+    volume: Volume | None = None
+    vessels: VesselPrediction | None = None
+    roi: Roi | None = None
+    channels: list[np.ndarray] | None = None  # stage 2's inputs on the ROI grid
+    stage2: Stage2Prediction | None = None
+    metadata: np.ndarray | None = None
+
+    def row(self) -> dict:
+        return {ID_COLUMN: self.series_uid, **dict(zip(SUBMISSION_COLUMNS, map(float, self.probabilities)))}
+
+
+class SeriesPipeline:
+    """The models of a pipeline file, loaded once; :meth:`predict` is the competition's ``predict(series_path)``."""
+
+    def __init__(self, pipeline: Pipeline, device: str | torch.device = "cpu"):
+        self.pipeline, self.device = pipeline, torch.device(device)
+        self.stage1 = Stage1Model(pipeline.resolve(pipeline.stage1.folder), pipeline.stage1.folds, self.device,
+                                  pipeline.flip_tta)
+        self.stage2 = Stage2Model(pipeline.resolve(pipeline.stage2.folder), pipeline.stage2.folds, self.device,
+                                  pipeline.flip_tta)
+        self.roi_settings = pipeline.roi_settings()
+        self.fallback = np.array([pipeline.fallback_probabilities[c] for c in SUBMISSION_COLUMNS], float)
+
+    def predict(self, series_path: str | Path) -> pd.DataFrame:
+        """One row: the 14 probabilities in competition order (the competition passes only the folder)."""
+        return pd.DataFrame([self.run(series_path).row()]).drop(columns=[ID_COLUMN])
+
+    def run(self, series_path: str | Path) -> SeriesResult:
+        """Every step of one series, with its intermediate outputs, timings and fallback reasons."""
+        series_path = Path(series_path)
+        result = SeriesResult(series_path.name, self.fallback.copy(), "fallback")
+        steps = (("read", self._read), ("stage1", self._stage1), ("roi", self._roi), ("stage2", self._stage2))
+        for name, step in steps:
+            start = time.perf_counter()
+            try:
+                done = step(result, series_path)
+            except Exception as err:  # a failing step falls back; the caller never sees it
+                done = False
+                result.reasons.append(f"{name} failed: {type(err).__name__}: {err}")
+                log.debug("%s", traceback.format_exc())
+            result.seconds[name] = time.perf_counter() - start
+            if not done:
+                break
+        for reason in result.reasons:
+            log.warning("%s: %s", result.series_uid, reason)
+        return result
+
+    def _read(self, result: SeriesResult, path: Path) -> bool:
+        result.volume = read_series(path)
+        uid = result.volume.header.get("SeriesInstanceUID")
+        result.series_uid = uid or result.series_uid
+        result.metadata = encode_metadata(*metadata_from_header(result.volume.header))
+        return True
+
+    def _stage1(self, result: SeriesResult, path: Path) -> bool:
+        result.vessels = self.stage1.predict(result.volume.array, result.volume.geometry)
+        return True
+
+    def _roi(self, result: SeriesResult, path: Path) -> bool:
+        result.roi, result.channels = roi_channels(result.volume.array, result.volume.geometry, result.vessels,
+                                                   self.roi_settings)
+        if result.roi.fallback:
+            result.reasons.append("stage 1 found no vessel: the fallback row")
+            return False
+        return True
+
+    def _stage2(self, result: SeriesResult, path: Path) -> bool:
+        result.stage2 = self.stage2.predict(result.channels, result.roi.geometry, result.metadata)
+        result.probabilities, result.source = result.stage2.series, "stage2"
+        return True
+
+
+def load_pipeline(path: str | Path, device: str = "cpu") -> SeriesPipeline:
+    """``load_pipeline(FILE).predict(series_path)`` -> a one-row DataFrame of the 14 columns."""
+    return SeriesPipeline(read_pipeline(path), device)
+
+
+def series_folders(inputs: list[Path]) -> list[Path]:
+    """Series folders from INPUT paths: a series folder (holds files), a folder of series folders, or an
+    RSNA root (holds ``series/``)."""
+    found = []
+    for path in inputs:
+        path = Path(path)
+        if not path.is_dir():
+            raise ValueError(f"{path} is not a folder")
+        if (path / "series").is_dir():
+            path = path / "series"
+        if any(p.is_file() for p in path.iterdir()):
+            found.append(path)
+        else:
+            found += sorted(p for p in path.iterdir() if p.is_dir())
+    if not found:
+        raise ValueError(f"no series folder in {', '.join(map(str, inputs))}")
+    return found
+
+
+def predict_series(pipeline: SeriesPipeline, folders: list[Path], output: Path, progress: bool = True,
+                   save_outputs: Path | None = None) -> pd.DataFrame:
+    """Predict every folder; write the submission (``SeriesInstanceUID`` + 14 columns) and beside it a log
+    with each series' source, seconds per step and fallback reasons. Returns the submission."""
+    from tqdm import tqdm
+
+    from nnunet_aneurysm.inference.outputs import save_series_outputs
+
+    rows, log_rows = [], []
+    for folder in tqdm(folders, desc="predicting series", unit="series", disable=not progress):
+        result = pipeline.run(folder)
+        rows.append(result.row())
+        log_rows.append({ID_COLUMN: result.series_uid, "folder": str(folder), "source": result.source,
+                         **{f"seconds_{k}": round(v, 3) for k, v in result.seconds.items()},
+                         "reasons": "; ".join(result.reasons)})
+        if save_outputs is not None:
+            save_series_outputs(result, save_outputs)
+    submission = pd.DataFrame(rows, columns=[ID_COLUMN, *SUBMISSION_COLUMNS])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_suffix(".partial")
+    submission.to_csv(tmp, index=False)
+    tmp.replace(output)
+    pd.DataFrame(log_rows).to_csv(output.with_name(output.stem + "_log.csv"), index=False)
+    return submission

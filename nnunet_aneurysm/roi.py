@@ -1,0 +1,101 @@
+"""The vessel region of interest: where stage 2 looks, and how its voxels map back to the scan.
+
+Choice: a FIXED physical box, aligned with the patient axes (LPS), centred on the middle of
+stage 1's vessels (the midpoint of their 1st and 99th percentile along each patient axis),
+resampled to one isotropic spacing. Why:
+
+* every ROI has the same shape, so stage 2 trains on the whole ROI as one patch and its series
+  heads are trained exactly as they are read (no tiles, no max over tiles);
+* percentiles ignore stray false-positive vessel voxels, which would stretch a bounding box
+  with a margin; the box is sized for the Circle of Willis with the cavernous carotids and the
+  middle cerebral arteries' first branches (default 72 x 72 x 96 mm, S-I x A-P x L-R, at
+  1.5 mm: 48 x 48 x 64 voxels, divisible by stage 2's stride);
+* resampling onto patient axes makes stage 2's input orientation-free (axial, sagittal,
+  coronal and oblique series all arrive the same way: left-right is the last array axis) and
+  lets stage 1's artery labels be resampled by nearest neighbour, so nnU-Net's preprocessing
+  never interpolates them (the grid is already at its target spacing).
+
+When stage 1 finds no vessel the box is centred on the scan's centre (the central region of
+the head) and the fallback is reported. The box's placement is a :class:`Geometry`, so any ROI
+voxel maps to patient coordinates (mm) and to the scan's voxels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunet_aneurysm.dataset_conversion.geometry import Geometry, to_sitk
+
+
+@dataclass(frozen=True)
+class RoiSettings:
+    size_mm: tuple[float, float, float] = (72.0, 72.0, 96.0)  # numpy axes of the ROI: S-I, A-P, L-R
+    spacing_mm: float = 1.5
+    vessel_threshold: float = 0.5  # on stage 1's vessel probability
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(round(s / self.spacing_mm)) for s in self.size_mm)
+
+
+@dataclass(frozen=True)
+class Roi:
+    geometry: Geometry  # of the ROI grid: LPS-aligned, isotropic
+    shape: tuple[int, int, int]
+    centre_mm: tuple[float, float, float]  # patient coordinates (LPS)
+    fallback: bool  # True: no vessel found, centred on the scan
+
+    def as_row(self) -> dict:
+        """A table row that :func:`roi_from_row` turns back into this ROI."""
+        return {"centre_x_mm": self.centre_mm[0], "centre_y_mm": self.centre_mm[1], "centre_z_mm": self.centre_mm[2],
+                "shape": "x".join(map(str, self.shape)), "spacing_mm": self.geometry.spacing[0],
+                "fallback": self.fallback}
+
+
+def roi_geometry(centre_mm, shape: tuple[int, int, int], spacing_mm: float) -> Geometry:
+    """An LPS-aligned grid of ``shape`` ([z, y, x] voxels) centred on ``centre_mm``."""
+    extent = (np.array(shape[::-1], float) - 1) * spacing_mm  # along x, y, z
+    origin = np.asarray(centre_mm, float) - extent / 2
+    return Geometry(origin, np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), (spacing_mm,) * 3)
+
+
+def roi_from_row(row) -> Roi:
+    shape = tuple(int(v) for v in str(row["shape"]).split("x"))
+    centre = (float(row["centre_x_mm"]), float(row["centre_y_mm"]), float(row["centre_z_mm"]))
+    return Roi(roi_geometry(centre, shape, float(row["spacing_mm"])), shape, centre, bool(row["fallback"]))
+
+
+def find_roi(vessel_probability: np.ndarray, scan: Geometry, settings: RoiSettings = RoiSettings()) -> Roi:
+    """The ROI of a scan from stage 1's vessel probability on the scan's grid ([k, j, i])."""
+    index = np.argwhere(vessel_probability > settings.vessel_threshold)
+    fallback = len(index) == 0
+    if fallback:
+        centre = scan.voxel_to_patient((np.array(vessel_probability.shape, float)[None] - 1) / 2)[0]
+    else:
+        points = scan.voxel_to_patient(index.astype(float))
+        centre = (np.percentile(points, 1, axis=0) + np.percentile(points, 99, axis=0)) / 2
+    return Roi(roi_geometry(centre, settings.shape, settings.spacing_mm), settings.shape, tuple(map(float, centre)),
+               fallback)
+
+
+def resample_to_roi(array: np.ndarray, scan: Geometry, roi: Roi, labels: bool = False,
+                    outside: float = 0.0) -> np.ndarray:
+    """A scan-grid array ([k, j, i]) sampled on the ROI grid: linear, or nearest for ``labels``."""
+    reference = to_sitk(np.zeros(roi.shape, np.float32), roi.geometry)
+    image = to_sitk(np.ascontiguousarray(array, dtype=np.float32), scan)
+    interpolator = sitk.sitkNearestNeighbor if labels else sitk.sitkLinear
+    out = sitk.GetArrayFromImage(sitk.Resample(image, reference, sitk.Transform(), interpolator, outside))
+    return out.astype(np.uint8) if labels else out.astype(np.float32)
+
+
+def resample_to_scan(array: np.ndarray, roi: Roi, scan: Geometry, scan_shape: tuple[int, int, int],
+                     labels: bool = False) -> np.ndarray:
+    """An ROI-grid array sampled back on the scan's grid (zero outside the ROI)."""
+    reference = to_sitk(np.zeros(scan_shape, np.float32), scan)
+    image = to_sitk(np.ascontiguousarray(array, dtype=np.float32), roi.geometry)
+    interpolator = sitk.sitkNearestNeighbor if labels else sitk.sitkLinear
+    out = sitk.GetArrayFromImage(sitk.Resample(image, reference, sitk.Transform(), interpolator, 0.0))
+    return out.astype(np.uint8) if labels else out.astype(np.float32)
