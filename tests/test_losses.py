@@ -174,3 +174,22 @@ def test_proximal_term_pulls_weights_back_to_the_epoch_start():
     weight.grad.zero_()
     proximal.add_to_gradients()
     assert weight.grad.abs().sum() == 0
+
+
+def test_sparse_target_loss_rewards_finding_a_tiny_ball_and_is_bounded_below():
+    """A 27-voxel ball in a 32^3 volume: missing it must cost far more than a few false voxels."""
+    from nnunet_aneurysm.losses.sparse_targets import SparseTargetLoss
+
+    target = torch.zeros(2, 1, 32, 32, 32, dtype=torch.long)
+    target[0, 0, 10:13, 10:13, 10:13] = 5  # sample 1 has no target at all
+    loss = SparseTargetLoss(foreground_weight=100.0)
+    perfect = _logits_for(target, 14, 20.0)
+    nothing = _logits_for(torch.zeros_like(target), 14, 20.0)
+    wrong_class = _logits_for(torch.where(target > 0, 6, 0), 14, 20.0)
+    extra = target.clone()
+    extra[1, 0, 20, 20, 20:23] = 5  # three false voxels in the empty sample
+    assert 0 <= loss(perfect, target).item() < 0.01
+    assert loss(nothing, target) > 1.5 and loss(nothing, target) > 10 * loss(_logits_for(extra, 14, 20.0), target)
+    assert loss(perfect, target) < loss(wrong_class, target) < loss(nothing, target)  # the class matters, less
+    empty = torch.zeros_like(target)
+    assert loss(nothing, empty).item() < 1e-3  # no target anywhere: only CE, and it is satisfied

@@ -4,6 +4,20 @@ Slices are sorted by their position along the slice normal (not by file name, In
 or z), rescale slope/intercept are applied per slice or frame, and every defect that can be
 survived is reported as a warning; one that cannot raises :class:`SeriesError` with a reason
 that a person can act on.
+
+``lenient=True`` is for prediction, where every series must get an answer: defects that the
+converter refuses (a training label drawn on a guessed grid would be wrong) are repaired as well
+as they can be, with a warning naming the repair:
+
+* several images at one position (duplicates, phases, a 4-D series): the first of each position;
+* uneven slice gaps (a missing slice): slices resampled linearly onto the median gap;
+* a multi-frame file without per-frame position, orientation or spacing (the competition's test
+  set reportedly has such files): the shared or top-level tags, else axial orientation, the
+  in-plane spacing from SliceThickness/SpacingBetweenSlices or 1 mm, and frames stacked in file
+  order at the slice thickness.
+
+The geometry of the strict path agrees voxel for voxel with highdicom's ``get_volume_from_series``
+and ``imread(...).get_volume()`` (tested), and reads 4.4x faster; highdicom refuses the defects above.
 """
 
 from __future__ import annotations
@@ -124,7 +138,17 @@ class _Plane:
     image: np.ndarray  # rescaled float32 [rows, cols]
 
 
-def _stack(planes: list[_Plane], modality: str, warnings: list[str]) -> Volume:
+def _regular_grid(kept: list[_Plane], distance: np.ndarray, gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Slices at uneven positions ``distance`` resampled linearly at an even ``gap``: (array, new distances)."""
+    stack = np.stack([p.image for p in kept]).astype(np.float32)
+    target = distance[0] + gap * np.arange(int(round((distance[-1] - distance[0]) / gap)) + 1)
+    upper = np.clip(np.searchsorted(distance, target, side="right"), 1, len(distance) - 1)
+    lower = upper - 1
+    weight = np.clip((target - distance[lower]) / (distance[upper] - distance[lower]), 0, 1)[:, None, None]
+    return (1 - weight) * stack[lower] + weight * stack[upper], target
+
+
+def _stack(planes: list[_Plane], modality: str, warnings: list[str], lenient: bool = False) -> Volume:
     """Sort planes along the normal, check regular spacing, build the volume and its geometry."""
     key = Counter((p.shape, tuple(np.round(np.concatenate([p.geometry.row_dir, p.geometry.col_dir]), 3)),
                    p.geometry.pixel_spacing) for p in planes)
@@ -143,17 +167,30 @@ def _stack(planes: list[_Plane], modality: str, warnings: list[str]) -> Volume:
     kept, distance = [kept[i] for i in order], distance[order]
     gaps = np.diff(distance)
     if np.any(gaps < 1e-3):
-        raise SeriesError(f"{int(np.sum(gaps < 1e-3)) + 1} slices share a position (several phases or echoes?)")
+        if not lenient:
+            raise SeriesError(f"{int(np.sum(gaps < 1e-3)) + 1} slices share a position (several phases or echoes?)")
+        first = np.concatenate([[True], gaps >= 1e-3])
+        warnings.append(f"{int((~first).sum())} image(s) repeat a position (duplicates, phases or a 4-D series): "
+                        f"the first image of each position kept")
+        kept, distance = [p for p, f in zip(kept, first) if f], distance[first]
+        if len(kept) < 2:
+            raise SeriesError("every image lies at one position: not a 3-D series")
+        gaps = np.diff(distance)
     median = float(np.median(gaps))
+    resampled = None
     if np.max(np.abs(gaps - median)) > UNEVEN_SPACING_TOLERANCE * median:
-        raise SeriesError(f"uneven slice spacing: gaps from {gaps.min():.3f} to {gaps.max():.3f} mm "
-                          f"(median {median:.3f}); a missing slice?")
+        message = (f"uneven slice spacing: gaps from {gaps.min():.3f} to {gaps.max():.3f} mm "
+                   f"(median {median:.3f}); a missing slice?")
+        if not lenient:
+            raise SeriesError(message)
+        warnings.append(message + f" Resampled linearly onto a {median:.3f} mm grid")
+        resampled, _ = _regular_grid(kept, distance, median)
     offsets = np.array([p.geometry.position - kept[0].geometry.position - d * normal
                         for p, d in zip(kept, distance - distance[0])])
     if np.abs(offsets).max() > 0.1 * min(kept[0].geometry.pixel_spacing):
         warnings.append("slice positions drift in-plane (gantry tilt or shear); resampled as an orthogonal grid")
     geometry = Geometry(kept[0].geometry.position, row, col, (median, *kept[0].geometry.pixel_spacing))
-    array = np.stack([p.image for p in kept]).astype(np.float32)
+    array = resampled if resampled is not None else np.stack([p.image for p in kept]).astype(np.float32)
     slices = {(p.sop_uid, p.frame): p.geometry for p in planes}
     return Volume(array, geometry, modality, slices, warnings)
 
@@ -173,7 +210,10 @@ def _single_frame_plane(ds, warnings: list[str]) -> _Plane:
     return _Plane(str(ds.SOPInstanceUID), 0, geometry, image.shape, image)
 
 
-def _multiframe_planes(ds, warnings: list[str]) -> list[_Plane]:
+FALLBACK_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # axial, as most head scans are acquired
+
+
+def _multiframe_planes(ds, warnings: list[str], lenient: bool = False) -> list[_Plane]:
     shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
     per_frame = list(ds.PerFrameFunctionalGroupsSequence) if "PerFrameFunctionalGroupsSequence" in ds else []
     frames = _pixels(ds)
@@ -181,14 +221,16 @@ def _multiframe_planes(ds, warnings: list[str]) -> list[_Plane]:
     if frames.ndim != 3 or frames.shape[0] != n:
         raise SeriesError(f"multi-frame pixel data has shape {frames.shape}, expected {n} frames")
     if len(per_frame) != n:
-        raise SeriesError(f"multi-frame file has {len(per_frame)} per-frame groups for {n} frames")
-    planes, bad_orientation = [], 0
+        if not lenient:
+            raise SeriesError(f"multi-frame file has {len(per_frame)} per-frame groups for {n} frames")
+        per_frame = (per_frame + [None] * n)[:n]
+    planes, bad_orientation, guessed = [], 0, set()
     top_iop = getattr(ds, "ImageOrientationPatient", None)
     shared_iop = _seq_attr(shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+    thickness = _first(_seq_attr(shared, "PixelMeasuresSequence", "SpacingBetweenSlices"),
+                       _seq_attr(shared, "PixelMeasuresSequence", "SliceThickness"),
+                       getattr(ds, "SpacingBetweenSlices", None), getattr(ds, "SliceThickness", None))
     for f, group in enumerate(per_frame):
-        position = _seq_attr(group, "PlanePositionSequence", "ImagePositionPatient")
-        if position is None:
-            raise SeriesError(f"frame {f} has no ImagePositionPatient")
         iop = _first(shared_iop, top_iop)
         own = _seq_attr(group, "PlaneOrientationSequence", "ImageOrientationPatient")
         if own is not None:
@@ -196,12 +238,23 @@ def _multiframe_planes(ds, warnings: list[str]) -> list[_Plane]:
                 bad_orientation += 1
             iop = iop if iop is not None else own
         if iop is None:
-            raise SeriesError(f"frame {f} has no ImageOrientationPatient")
+            if not lenient:
+                raise SeriesError(f"frame {f} has no ImageOrientationPatient")
+            iop, _ = FALLBACK_ORIENTATION, guessed.add("orientation (axial assumed)")
         spacing = _first(_spacing(ds, group), _spacing(ds, shared))
         if spacing is None:
-            raise SeriesError("multi-frame file has no PixelSpacing")
+            if not lenient:
+                raise SeriesError("multi-frame file has no PixelSpacing")
+            spacing, _ = (1.0, 1.0), guessed.add("pixel spacing (1 mm assumed)")
         row, col = _orientation(iop)
-        slope, intercept = _rescale(ds, group) if "PixelValueTransformationSequence" in group else _rescale(ds, shared)
+        position = _seq_attr(group, "PlanePositionSequence", "ImagePositionPatient")
+        if position is None:
+            if not lenient:
+                raise SeriesError(f"frame {f} has no ImagePositionPatient")
+            step = float(thickness) if thickness is not None else min(spacing)
+            position, _ = np.cross(row, col) * step * f, guessed.add(f"frame positions (file order, {step:g} mm apart)")
+        transform = group if group is not None and "PixelValueTransformationSequence" in group else shared
+        slope, intercept = _rescale(ds, transform)
         image = frames[f].astype(np.float32) * slope + intercept
         planes.append(_Plane(str(ds.SOPInstanceUID), f,
                              SliceGeometry(_floats(position, 3, "ImagePositionPatient"), row, col, spacing),
@@ -209,10 +262,13 @@ def _multiframe_planes(ds, warnings: list[str]) -> list[_Plane]:
     if bad_orientation:
         warnings.append(f"{bad_orientation} frame(s) carry a per-frame orientation that disagrees with the "
                         f"shared one; the shared orientation was used")
+    if guessed:
+        warnings.append("multi-frame file lacks geometry tags; fallback geometry for: " + ", ".join(sorted(guessed)))
     return planes
 
 
-def read_series(folder: Path | str) -> Volume:
+def read_series(folder: Path | str, lenient: bool = False) -> Volume:
+    """The series in ``folder`` as a volume; ``lenient``: repair what prediction can survive (see above)."""
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
     if not files:
@@ -235,7 +291,7 @@ def read_series(folder: Path | str) -> Volume:
         if len(images) > 1:
             warnings.append(f"series has {len(images)} images, {len(multi)} multi-frame; using the largest")
         main = max(multi, key=lambda ds: int(ds.NumberOfFrames))
-        volume = _stack(_multiframe_planes(main, warnings), modality, warnings)
+        volume = _stack(_multiframe_planes(main, warnings, lenient), modality, warnings, lenient)
         volume.header = _header(main)
         return volume
     planes = []
@@ -246,6 +302,6 @@ def read_series(folder: Path | str) -> Volume:
         planes.append(_single_frame_plane(ds, warnings))
     if not planes:
         raise SeriesError("series holds only localizer images")
-    volume = _stack(planes, modality, warnings)
+    volume = _stack(planes, modality, warnings, lenient)
     volume.header = _header(images[0])
     return volume

@@ -2,9 +2,10 @@
 
 Points are voxel indices of the patch, split by the vessel mask into
 
-* interior: vessel voxels whose 26 neighbours are all vessel (the lumen strictly inside the
+* interior: vessel voxels whose 6 face neighbours are all vessel (the lumen strictly inside the
   wall), where the Navier-Stokes residual and the flow condition are taken;
-* wall: vessel voxels with a non-vessel neighbour, where the same field must vanish (no slip).
+* wall: vessel voxels with a non-vessel face neighbour, where the same field must vanish (no slip).
+  (With the 26-neighbourhood an artery three voxels across, common at 1.5 mm, had no lumen at all.)
 
 They enter the field as non-dimensional coordinates: millimetres from the patch centre divided
 by ONE length (:func:`to_nondimensional`), the same on every axis, so that derivatives in these
@@ -32,14 +33,16 @@ def vessel_mask(data: torch.Tensor, channel: int | None, threshold: float = 0.5)
 
 
 def wall_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Vessel voxels with a non-vessel voxel among their 26 neighbours (outside the patch counts as non-vessel)."""
+    """Vessel voxels with a non-vessel face neighbour (outside the patch counts as non-vessel)."""
     outside = F.pad((~mask).float()[:, None], (1,) * 6, value=1.0)
-    near_outside = F.max_pool3d(outside, 3, stride=1)[:, 0] > 0
-    return mask & near_outside
+    neighbours = (outside[:, :, :-2, 1:-1, 1:-1], outside[:, :, 2:, 1:-1, 1:-1], outside[:, :, 1:-1, :-2, 1:-1],
+                  outside[:, :, 1:-1, 2:, 1:-1], outside[:, :, 1:-1, 1:-1, :-2], outside[:, :, 1:-1, 1:-1, 2:])
+    near_outside = torch.stack(neighbours).amax(0)
+    return mask & (near_outside[:, 0] > 0)
 
 
 def interior_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Vessel voxels all of whose 26 neighbours are vessel: the lumen strictly inside the wall."""
+    """Vessel voxels all of whose face neighbours are vessel: the lumen strictly inside the wall."""
     return mask & ~wall_mask(mask)
 
 

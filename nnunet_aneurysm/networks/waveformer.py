@@ -143,10 +143,13 @@ class WaveFormer(nn.Module):
     stage 1's artery labels (class ids 1..``num_locations``): those enter the stem one-hot, and
     define the territories the :class:`LocationHeads` pool over (at half resolution, dilated by
     ``territory_margin`` half-resolution voxels). Without an artery channel every territory is
-    the whole patch. The heads see the half-resolution decoder features and segmentation
-    probabilities. Metadata enter by FiLM at the output of every encoder stage, bottleneck included:
-    the decoder's skips, the heads and the PINN head all read FiLM-ed features, and no
-    normalisation follows a FiLM before a convolution mixes its channels (so none cancels it).
+    the whole patch. The heads read the half-resolution segmentation: P(any aneurysm), each
+    location's probability, and ``head_features`` learnt channels of the decoder; few inputs per
+    territory, so the heads read the maps rather than memorise the training series (with all
+    decoder channels pooled, they fitted their training series and stayed at chance on others).
+    Metadata enter by FiLM at the output of every encoder stage, bottleneck included: the
+    decoder's skips, the heads and the PINN head all read FiLM-ed features, and no normalisation
+    follows a FiLM before a convolution mixes its channels (so none cancels it).
     ``classification_outputs`` must be ``num_locations + 1`` (the planner fills both).
     """
 
@@ -167,7 +170,8 @@ class WaveFormer(nn.Module):
         metadata_dim: int = 7,
         artery_channel: int | None = None,
         territory_margin: int = 2,
-        head_hidden: int = 64,
+        head_hidden: int = 32,
+        head_features: int = 4,
     ):
         super().__init__()
         self.num_locations = classification_outputs - 1
@@ -182,7 +186,8 @@ class WaveFormer(nn.Module):
         )
         self.films = nn.ModuleList(FiLM(d, metadata_dim) for d in embed_dims) if metadata_dim else None
         self.decoder = WaveFormerDecoder(dims, num_classes, deep_supervision)
-        self.heads = LocationHeads(dims[1] + num_classes, self.num_locations, head_hidden)
+        self.head_features = PointwiseConv3d(dims[1], head_features)  # a few learnt channels beside the maps
+        self.heads = LocationHeads(head_features + 1 + num_classes, self.num_locations, head_hidden)
         self.pinn_head = PINNHead(embed_dims[-1], **pinn) if pinn is not None else None
         self.total_stride = 2 ** len(embed_dims)
         self.deep_supervision_scales = [1.0 / 2**i for i in range(len(embed_dims))]
@@ -222,7 +227,8 @@ class WaveFormer(nn.Module):
         seg = outputs if self.decoder.deep_supervision else outputs[0]
         if not return_aux:
             return seg
-        half = torch.cat([features[1], outputs[1].float().softmax(1).to(features[1].dtype)], dim=1)
+        probabilities = outputs[1].float().softmax(1)  # half resolution: P(background), P(location k)
+        half = torch.cat([self.head_features(features[1]).float(), 1 - probabilities[:, :1], probabilities], dim=1)
         layers = self.akorn_layers()
         aux = {
             "class_logits": self.heads(half, self.territory_masks(labels, half.shape[2:], half)),

@@ -34,11 +34,12 @@ class AneurysmPlanner(ExperimentPlanner):
     def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 16,
                  preprocessor_name: str = "DefaultPreprocessor", plans_name: str | None = None,
                  overwrite_target_spacing=None, suppress_transpose: bool = False,
-                 cpu_schedule: dict | None = None):
+                 cpu_schedule: dict | None = None, fullres_schedule: dict | None = None):
         super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name,
                          plans_name or self.default_plans_name, overwrite_target_spacing, suppress_transpose)
         self.lowres_creation_threshold = 0  # no 3d_lowres/cascade: our stages are our own cascade
         self.cpu_schedule = {**DEFAULT_CPU_SCHEDULE, **(cpu_schedule or {})}
+        self.fullres_schedule = dict(fullres_schedule or {})  # empty: nnU-Net's own (1000 x 250)
 
     @property
     def divisible_by(self) -> int:
@@ -105,5 +106,7 @@ class AneurysmPlanner(ExperimentPlanner):
     def save_plans(self, plans):
         configurations = plans["configurations"]
         fullres = configurations["3d_fullres"]
+        if self.fullres_schedule:
+            fullres["trainer_schedule"] = dict(self.fullres_schedule)
         plans["configurations"] = {"3d_fullres": fullres, "3d_cpu": self.cpu_configuration(fullres)}
         super().save_plans(plans)

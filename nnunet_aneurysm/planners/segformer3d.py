@@ -1,10 +1,10 @@
-"""Planner for stage 1 (vessels): SegFormer3D in the paper's configuration."""
+"""Planner for stage 1 (vessels): SegFormer3D in the paper's configuration with the refinement head."""
 
-from nnunet_aneurysm.networks.segformer3d import SegFormer3D, paper_config
+from nnunet_aneurysm.networks.segformer3d import SegFormer3D, vessel_config
 from nnunet_aneurysm.planners.base import AneurysmPlanner
 
 
 class SegFormer3DPlanner(AneurysmPlanner):
     network_class = SegFormer3D
-    arch_kwargs = paper_config()
+    arch_kwargs = vessel_config()
     default_plans_name = "AneurysmSegFormer3DPlans"

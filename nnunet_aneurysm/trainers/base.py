@@ -104,6 +104,25 @@ class AneurysmTrainerBase(AneurysmScheduledNNUNetTrainer):
     extra_metrics: tuple[str, ...] = ()  # logged once per epoch by subclasses
     left_right_flip_probability = 0.5
     label_input_channels: tuple[int, ...] = ()  # input channels holding class ids (swapped by the flip)
+    # AdamW with a linear warm-up (over this share of the epochs) then poly decay: nnU-Net's own recipe for
+    # transformers (Primus), at learning rates for short schedules; None keeps nnU-Net's SGD.
+    adamw_lr: float | None = None
+    adamw_weight_decay = 1e-2
+    warmup_fraction = 0.1
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.adamw_lr is not None:  # nnU-Net's __init__ set its SGD values
+            self.initial_lr, self.weight_decay = self.adamw_lr, self.adamw_weight_decay
+
+    def configure_optimizers(self):
+        if self.adamw_lr is None:
+            return super().configure_optimizers()
+        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
+                                      betas=(0.9, 0.98))
+        warmup = max(1, int(round(self.warmup_fraction * self.num_epochs)))
+        return optimizer, WarmupPolyLRScheduler(optimizer, self.initial_lr, warmup, self.num_epochs)
 
     def initialize(self):
         super().initialize()

@@ -19,7 +19,7 @@ import torch
 from nnunetv2.utilities.collate_outputs import collate_outputs
 
 from nnunet_aneurysm.losses.tversky import TverskyCELoss
-from nnunet_aneurysm.trainers.base import AneurysmTrainerBase, WarmupPolyLRScheduler
+from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
 
 
 def union_counts(logits: torch.Tensor, target: torch.Tensor) -> np.ndarray:
@@ -35,23 +35,10 @@ class AneurysmSegFormer3DTrainer(AneurysmTrainerBase):
     fn_weight = 0.7
     fp_weight = 0.3
     adamw_lr = 1e-3
-    adamw_weight_decay = 1e-2
-    warmup_fraction = 0.1  # of the epochs
     extra_metrics = ("union_recall", "union_dice", "vessel_recall", "vessel_dice")
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.initial_lr, self.weight_decay = self.adamw_lr, self.adamw_weight_decay  # nnU-Net's SGD values otherwise
 
     def _build_loss(self):
         return self.deep_supervised(TverskyCELoss(self.fn_weight, self.fp_weight, union=True, weight_class_dice=1.0))
-
-    def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
-                                      betas=(0.9, 0.98))
-        warmup = max(1, int(round(self.warmup_fraction * self.num_epochs)))
-        return optimizer, WarmupPolyLRScheduler(optimizer, self.initial_lr, warmup, self.num_epochs)
 
     def train_step(self, batch: dict) -> dict:
         self.flip_batch(batch)

@@ -1,6 +1,7 @@
 """Stage 2: WaveFormer (+ AKOrN, + PINN head) on the vessel region-of-interest dataset.
 
-Loss = balance(seg: nnU-Net's Dice + CE with deep supervision, plus 1 (bounded below by zero),
+Loss = balance(seg: foreground-weighted CE + per-sample Dice of the union and of the present classes,
+                    with deep supervision (``losses/sparse_targets.py``: a ball is 0.06 % of a whole ROI),
                cls: asymmetric loss (or AUC margin) of the 14 series logits against the SERIES'
                     labels (``metadata.csv``): the patch is the whole ROI, so the heads are
                     trained exactly as they are read,
@@ -37,7 +38,7 @@ from nnunet_aneurysm.labels import NUM_LOCATIONS
 from nnunet_aneurysm.left_right import swap_series_columns
 from nnunet_aneurysm.losses.asymmetric import AsymmetricLoss
 from nnunet_aneurysm.losses.auc_margin import AUCMarginLoss, ProximalTerm
-from nnunet_aneurysm.losses.balancing import BALANCERS, BoundedBelow
+from nnunet_aneurysm.losses.balancing import BALANCERS
 from nnunet_aneurysm.losses.collocation import (
     R3Population,
     interior_mask,
@@ -47,6 +48,7 @@ from nnunet_aneurysm.losses.collocation import (
     wall_mask,
 )
 from nnunet_aneurysm.losses.physics import LENGTH_SCALE_MM, REYNOLDS_CURRICULUM, physics_loss
+from nnunet_aneurysm.losses.sparse_targets import SparseTargetLoss
 from nnunet_aneurysm.metadata import MetadataTable, read_series_targets
 from nnunet_aneurysm.stages import ARTERY_CHANNEL, VESSEL_CHANNEL
 from nnunet_aneurysm.trainers.augmentation import for_mixed_channels
@@ -82,6 +84,7 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
     continuity_only_fraction = 0.2  # of the epochs, before the momentum terms switch on
     physics_dtype = torch.float64
     proximal_weight = 2e-3  # PESG's epoch decay, with the AUC-margin loss
+    adamw_lr = 2e-3
     label_input_channels = (ARTERY_CHANNEL,)
     extra_metrics = ("loss_seg", "loss_cls", "loss_physics", "weight_seg", "weight_cls", "weight_physics",
                      "order_parameter", "physics_skipped", "metadata_missing")
@@ -147,8 +150,7 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
         return read(path)
 
     def _build_loss(self):
-        # nnU-Net's Dice + CE is CE - soft Dice >= -1: balanced as loss + 1 >= 0
-        return BoundedBelow(nnUNetTrainer._build_loss(self), -1.0)
+        return self.deep_supervised(SparseTargetLoss())
 
     def configure_optimizers(self):
         optimizer, scheduler = super().configure_optimizers()
@@ -190,12 +192,20 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
             self.proximal.add_to_gradients()
 
     def _series_targets(self, keys, flipped, full_target) -> torch.Tensor:
-        """[B, 14]: the series' labels (partners swapped where the sample was flipped), or patch targets."""
-        if not self.whole_roi or not self.series_targets:
-            return patch_targets(full_target)
-        rows = [torch.from_numpy(self.series_targets[str(k)]) for k in keys]
-        rows = [swap_series_columns(r) if f else r for r, f in zip(rows, flipped)]
-        return torch.stack(rows).to(self.device)
+        """[B, 14]: the series' labels (partners swapped where the sample was flipped); patch targets where the
+        patch is not the whole ROI or a case has no row in metadata.csv (counted there as missing metadata)."""
+        from_patch = patch_targets(full_target)
+        if not self.whole_roi:
+            return from_patch
+        rows = []
+        for b, (key, flip) in enumerate(zip(keys, flipped)):
+            row = self.series_targets.get(str(key))
+            if row is None:
+                rows.append(from_patch[b])
+                continue
+            row = torch.from_numpy(row).to(self.device)
+            rows.append(swap_series_columns(row) if flip else row)
+        return torch.stack(rows)
 
     def _reynolds_and_momentum(self) -> tuple[float, float]:
         progress = self.current_epoch / max(self.num_epochs - 1, 1)
