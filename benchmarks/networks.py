@@ -20,7 +20,7 @@ import time
 import torch
 
 NUM_CLASSES = 14
-PINN_POINTS = 2048  # interior collocation points per sample (the trainers' default)
+PINN_POINTS = 1024  # interior collocation points per sample (the trainer's default)
 
 
 def plain_conv_unet(patch):
@@ -38,31 +38,44 @@ def build(name, patch):
     from nnunet_aneurysm.networks.segformer3d import SegFormer3D
     from nnunet_aneurysm.networks.waveformer import WaveFormer
 
+    stage2 = {"artery_channel": 2, "classification_outputs": NUM_CLASSES, "metadata_dim": 7}  # as the planner fills
     return {
         "PlainConvUNet": lambda: plain_conv_unet(patch),
         "SegFormer3D": lambda: SegFormer3D(1, NUM_CLASSES),
         "SegFormer3D+refine": lambda: SegFormer3D(1, NUM_CLASSES, refine_head=True),
-        "WaveFormer": lambda: WaveFormer(1, NUM_CLASSES),
-        "WaveFormer+AKOrN": lambda: WaveFormer(1, NUM_CLASSES, akorn={}),
-        "WaveFormer+AKOrN+PINN": lambda: WaveFormer(1, NUM_CLASSES, akorn={}, pinn={}),
+        "WaveFormer": lambda: WaveFormer(3, NUM_CLASSES, **stage2),
+        "WaveFormer+AKOrN": lambda: WaveFormer(3, NUM_CLASSES, akorn={}, **stage2),
+        "WaveFormer+AKOrN+PINN": lambda: WaveFormer(3, NUM_CLASSES, akorn={}, pinn={}, **stage2),
     }[name]()
 
 
+def example_input(name, batch, patch, device):
+    """Stage 2's networks read image, vessel probability and artery labels; the others one image channel."""
+    if not name.startswith("WaveFormer"):
+        return torch.randn(batch, 1, *patch, device=device)
+    x = torch.randn(batch, 3, *patch, device=device)
+    x[:, 1] = torch.rand(batch, *patch, device=device)
+    x[:, 2] = torch.randint(0, 14, (batch, *patch), device=device).float()
+    return x
+
+
 def step(model, x, device):
-    """One training step's forward + backward (PINN: plus the float64 physics loss)."""
+    """One training step's forward + backward: the series heads for stage 2's networks, plus the float64
+    physics loss where there is a PINN head (as the trainer computes it)."""
     from nnunet_aneurysm.losses.physics import physics_loss
 
     with torch.autocast(device.type, enabled=device.type == "cuda"):
-        if getattr(model, "pinn_head", None) is not None:
+        if x.shape[1] == 3:
             seg, aux = model(x, return_aux=True)
             loss = seg.float().mean() + aux["class_logits"].float().mean()
         else:
             seg, aux = model(x), None
             loss = seg.float().mean()
-    if aux is not None:
-        coords = torch.rand(x.shape[0], PINN_POINTS, 3, device=device) * 2 - 1
-        features = aux["pinn_features"].float()
-        terms = physics_loss(lambda c: model.pinn_head(c, features), coords, coords[:, :256], reynolds=100.0)
+    if aux is not None and aux["pinn_code"] is not None:
+        coords = (torch.rand(x.shape[0], PINN_POINTS, 3, device=device, dtype=torch.float64) * 2 - 1) * 20
+        code, head = aux["pinn_code"], model.pinn_head
+        terms = physics_loss(lambda c: head.field(c, code), coords, coords[:, :256], 100.0,
+                             field_with_derivatives=lambda c: head.field_with_derivatives(c, code))
         loss = loss + terms["total"].float()
     loss.backward()
 
@@ -79,7 +92,7 @@ def measure(name, patch, batch, threads, device_name, repeats, queue):
     device = torch.device(device_name)
     torch.backends.cudnn.benchmark = True  # as nnU-Net's trainer sets it
     model = build(name, patch).to(device).train()
-    x = torch.randn(batch, 1, *patch, device=device)
+    x = example_input(name, batch, patch, device)
     for _ in range(3):  # warm-up (and cuDNN's algorithm search on CUDA)
         step(model, x, device)
     if device.type == "cuda":

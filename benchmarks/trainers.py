@@ -24,22 +24,8 @@ from nnunet_aneurysm.demo import STAGE2_DATASET as DATASET
 from nnunet_aneurysm.demo import STAGE2_ID, demo_environment
 from nnunet_aneurysm.stages import BASELINE_TRAINER, STAGE1, STAGE2
 
-
-def plain_conv_unet_architecture(patch) -> dict:
-    """PlainConvUNet as nnU-Net's planner configures it for this patch (isotropic spacing)."""
-    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
-
-    _, pools, kernels, _, _ = get_pool_and_conv_props([1.0, 1.0, 1.0], patch, 4, 999999)
-    n = len(pools)
-    return {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-            "arch_kwargs": {"n_stages": n, "features_per_stage": [min(320, 32 * 2**i) for i in range(n)],
-                            "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": kernels, "strides": pools,
-                            "n_conv_per_stage": [2] * n, "n_conv_per_stage_decoder": [2] * (n - 1),
-                            "conv_bias": True, "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-                            "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None,
-                            "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
-                            "nonlin_kwargs": {"inplace": True}},
-            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
+sys.path.insert(0, str(Path(__file__).parent))
+from accuracy import plain_conv_unet_architecture  # noqa: E402
 
 
 def main():
@@ -56,7 +42,7 @@ def main():
     waveformer = plans["configurations"]["3d_fullres"]["architecture"]
     segformer = {"network_class_name": "nnunet_aneurysm.networks.segformer3d.SegFormer3D", "arch_kwargs": {},
                  "_kw_requires_import": []}
-    runs = [(BASELINE_TRAINER, plain_conv_unet_architecture(args.patch)),
+    runs = [(BASELINE_TRAINER, plain_conv_unet_architecture(args.patch, [1.0, 1.0, 1.0])),
             (STAGE1.trainer, segformer),
             ("AneurysmWaveFormerBaselineTrainer", waveformer),
             ("AneurysmWaveFormerAKOrNTrainer", waveformer),

@@ -28,8 +28,10 @@ def _plan(args: argparse.Namespace) -> int:
                                   ("num_iterations_per_epoch", args.cpu_iterations),
                                   ("num_val_iterations_per_epoch", args.cpu_val_iterations))
                 if v is not None}
+    fullres = {k: v for k, v in (("num_epochs", args.gpu_epochs), ("num_iterations_per_epoch", args.gpu_iterations))
+               if v is not None}
     plans_name, plans_file = plan_dataset(args.dataset, PLANNERS[args.planner], args.vram_gb,
-                                          args.plans_name, schedule, args.num_processes)
+                                          args.plans_name, schedule, args.num_processes, fullres)
     print(f"Plans written to {plans_file}")
     print(f"Next: nnUNetv2_preprocess -d {args.dataset} -plans_name {plans_name} -c 3d_fullres")
     return 0
@@ -78,6 +80,68 @@ def _roi_dataset(args: argparse.Namespace) -> int:
     except FileNotFoundError as err:
         raise UserInputError(str(err)) from None
     print(f"wrote {folder}")
+    return 0
+
+
+def _stage2_raw_and_model(args) -> tuple[Path, Path]:
+    from nnunet_aneurysm.nnunet_env import dataset_name, model_folder, our_trainers_visible, require_env
+
+    raw = require_env("nnUNet_raw", "nnUNet_results")["nnUNet_raw"]
+    our_trainers_visible()
+    return raw / dataset_name(args.stage2), model_folder(args.stage2, args.trainer, args.plans, args.configuration)
+
+
+def _features(args: argparse.Namespace) -> int:
+    from nnunet_aneurysm.postprocessing.features import out_of_fold_features
+
+    raw, model = _stage2_raw_and_model(args)
+    try:
+        table = out_of_fold_features(raw, model, args.output, args.device)
+    except FileNotFoundError as err:
+        raise UserInputError(str(err)) from None
+    table.to_csv(args.output / "features.csv", index=False)
+    print(f"{len(table)} series, out-of-fold features and vessel graphs in {args.output}")
+    return 0
+
+
+def _train_gat(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from nnunet_aneurysm.dataset_conversion.convert import read_localizers
+    from nnunet_aneurysm.nnunet_env import dataset_name, require_env
+    from nnunet_aneurysm.postprocessing.training import train_fold_gats
+    from nnunet_aneurysm.stages import ROI_FILE
+
+    raw = require_env("nnUNet_raw")["nnUNet_raw"] / dataset_name(args.stage2)
+    table_file = args.features / "features.csv"
+    if not table_file.is_file():
+        raise UserInputError(f"no {table_file}: run nnunet-aneurysm features first")
+    table = pd.read_csv(table_file, dtype={"case_id": str})
+    table = train_fold_gats(table, args.features / "graphs", read_localizers(raw),
+                            pd.read_csv(raw / ROI_FILE, dtype={"case_id": str}), args.features / "gat")
+    table.to_csv(table_file, index=False)
+    print(f"GATs of folds {sorted(table['fold'].unique())} in {args.features / 'gat'}; out-of-fold GAT scores added to "
+          f"{table_file}")
+    return 0
+
+
+def _train_stacker(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from nnunet_aneurysm.postprocessing.stacker import LeakageError
+    from nnunet_aneurysm.postprocessing.training import train_and_save_stacker
+
+    table_file = args.features / "features.csv"
+    if not table_file.is_file():
+        raise UserInputError(f"no {table_file}: run nnunet-aneurysm features (and train-gat) first")
+    table = pd.read_csv(table_file, dtype={"case_id": str})
+    out = args.output or args.features / "stacker"
+    try:
+        stacker = train_and_save_stacker(table, out, tuple(args.without))
+    except (LeakageError, KeyError, ValueError) as err:
+        raise UserInputError(str(err).splitlines()[0]) from None
+    print(f"stacker ({len(stacker.config.features)} features, trees per column {sorted(set(stacker.trees.values()))}) "
+          f"in {out}")
     return 0
 
 
@@ -205,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-iterations", type=int, default=None, help="iterations per 3d_cpu epoch")
     p.add_argument("--cpu-val-iterations", type=int, default=None,
                    help="validation iterations per 3d_cpu epoch")
+    p.add_argument("--gpu-epochs", type=int, default=None,
+                   help="epochs of 3d_fullres (default: nnU-Net's 1000); for short GPU runs such as the demo's")
+    p.add_argument("--gpu-iterations", type=int, default=None, help="iterations per 3d_fullres epoch (default 250)")
     p.add_argument("-np", "--num-processes", type=int, default=2, help="fingerprint worker processes")
     p.set_defaults(func=_plan)
 
@@ -255,6 +322,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ROI voxel size in mm (default %(default)s)")
     p.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"])
     p.set_defaults(func=_roi_dataset)
+
+    def stage2_model_arguments(p):
+        p.add_argument("--stage2", required=True, help="stage-2 (ROI) dataset id or name")
+        p.add_argument("-tr", "--trainer", default=STAGE2.trainer)
+        p.add_argument("-p", "--plans", default=STAGE2.plans)
+        p.add_argument("-c", "--configuration", default="3d_fullres")
+
+    p = verbs.add_parser("features", help="out-of-fold meta-features and vessel graphs of every training series",
+                         description="For every series of the stage-2 (ROI) dataset, with the stage-2 fold model that "
+                                     "did not train on it: the head's 14 probabilities, each location's map maximum, "
+                                     "the AKOrN order parameter, the PINN physics loss, the vessel graph, its size "
+                                     "and the vessel volume, and the metadata. Writes OUTPUT/features.csv (a 'fold' "
+                                     "and a 'source_fold' column) and OUTPUT/graphs; resumable.")
+    stage2_model_arguments(p)
+    p.add_argument("-o", "--output", type=Path, required=True, help="folder for features.csv and graphs/")
+    p.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"])
+    p.set_defaults(func=_features)
+
+    p = verbs.add_parser("train-gat", help="one GAT per fold on the out-of-fold vessel graphs",
+                         description="Trains FEATURES/gat/fold_<f> on the graphs of the series not in fold f (node "
+                                     "label: within 6 mm of a localizer point) and adds its out-of-fold scores to "
+                                     "FEATURES/features.csv (max per location, candidate count).")
+    p.add_argument("--features", type=Path, required=True, help="the folder nnunet-aneurysm features wrote")
+    p.add_argument("--stage2", required=True, help="stage-2 (ROI) dataset id or name (its localizers and ROIs)")
+    p.set_defaults(func=_train_gat)
+
+    p = verbs.add_parser("train-stacker", help="the XGBoost stacker on the out-of-fold table",
+                         description="One XGBoost model per output column, trained on FEATURES/features.csv with its "
+                                     "own 5-fold early stopping; refuses any row whose features came from a model "
+                                     "that trained on it.")
+    p.add_argument("--features", type=Path, required=True, help="the folder nnunet-aneurysm features wrote")
+    p.add_argument("-o", "--output", type=Path, default=None, help="stacker folder (default FEATURES/stacker)")
+    p.add_argument("--without", nargs="*", default=[], help="feature groups to leave out (ablation): "
+                                                              "head maps akorn pinn gat graph metadata")
+    p.set_defaults(func=_train_stacker)
 
     p = verbs.add_parser("pipeline", help="the pipeline file: everything a prediction needs",
                          description="Write a pipeline file (JSON, paths relative to it) from trained models.")

@@ -13,6 +13,7 @@ whose training stopped continues with ``--c``: running the demo again resumes it
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -62,7 +63,8 @@ class DemoSettings:
 
     @property
     def configuration(self) -> str:
-        """The CPU configuration's short schedule on the CPU; nnU-Net's own on a GPU."""
+        """The CPU configuration on the CPU; on a GPU nnU-Net's 3d_fullres (its patch, batch and network
+        sizes) with the demo's schedule."""
         return CPU_CONFIGURATION if self.device == "cpu" else "3d_fullres"
 
 
@@ -135,9 +137,11 @@ def plan_and_preprocess(run: Runner, settings: DemoSettings, dataset_id: int, da
                         schedule: Schedule) -> None:
     if (Path(run.env["nnUNet_preprocessed"]) / dataset / f"{stage.plans}.json").is_file():
         return
+    gpu = ["--gpu-epochs", str(schedule.epochs), "--gpu-iterations", str(schedule.iterations)] \
+        if settings.device != "cpu" else []
     run(["nnunet-aneurysm", "plan", "-d", str(dataset_id), "--planner", stage.planner,
          "--cpu-epochs", str(schedule.epochs), "--cpu-iterations", str(schedule.iterations),
-         "--cpu-val-iterations", str(schedule.val_iterations), "-np", str(settings.workers)], "plan")
+         "--cpu-val-iterations", str(schedule.val_iterations), *gpu, "-np", str(settings.workers)], "plan")
     run(["nnUNetv2_preprocess", "-d", str(dataset_id), "-plans_name", stage.plans, "-c", "3d_fullres",
          "-np", str(settings.workers)], "preprocess")
 
@@ -169,11 +173,26 @@ def train_both_stages(run: Runner, settings: DemoSettings, train: Path) -> tuple
     return stage1, stage2
 
 
-def predict_heldout(run: Runner, settings: DemoSettings, heldout: Path, extra_init: list[str] = ()) -> Path:
+def train_postprocessing(run: Runner, settings: DemoSettings) -> Path:
+    """Out-of-fold features and graphs, one GAT per fold, the stacker; returns the features folder."""
+    features = run.workdir / "postprocessing"
+    table = features / "features.csv"
+    if not table.is_file():
+        run(["nnunet-aneurysm", "features", "--stage2", str(STAGE2_ID), "-c", settings.configuration,
+             "-o", str(features), "-device", settings.device], "features")
+    if not (features / "gat" / f"fold_{settings.folds - 1}" / "model.pt").is_file():
+        run(["nnunet-aneurysm", "train-gat", "--features", str(features), "--stage2", str(STAGE2_ID)], "train-gat")
+    if not (features / "stacker" / "stacker.json").is_file():
+        run(["nnunet-aneurysm", "train-stacker", "--features", str(features)], "train-stacker")
+    return features
+
+
+def predict_heldout(run: Runner, settings: DemoSettings, heldout: Path, features: Path | None = None) -> Path:
     """Pipeline file from the trained models, then the held-out set predicted from its DICOM folder and scored."""
     pipeline = run.workdir / "pipeline" / "pipeline.json"
+    extra = ["--gat", str(features / "gat"), "--stacker", str(features / "stacker")] if features else []
     run(["nnunet-aneurysm", "pipeline", "init", "-o", str(pipeline), "--stage1", str(VESSELS_ID), "--stage2",
-         str(STAGE2_ID), "-c", settings.configuration, *extra_init], "pipeline init")
+         str(STAGE2_ID), "-c", settings.configuration, *extra], "pipeline init")
     submission = run.workdir / "submission.csv"
     if not submission.is_file():
         run(["nnunet-aneurysm", "predict-series", str(heldout), "-o", str(submission), "--pipeline", str(pipeline),
@@ -190,7 +209,18 @@ def run_demo(settings: DemoSettings) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     run = Runner(workdir)
     print(f"working in {workdir} (full command output in {run.log})")
+    started = time.perf_counter()
     train, heldout = generate(run, settings)
     train_both_stages(run, settings, train)
-    predict_heldout(run, settings, heldout)
+    features = train_postprocessing(run, settings)
+    predict_heldout(run, settings, heldout, features)
+    from nnunet_aneurysm.evaluation.report import write_report
+
+    print("writing the report", flush=True)
+    page = write_report(workdir, {**run.seconds, "total (this run)": time.perf_counter() - started})
+    metrics = json.loads((workdir / "evaluation" / "metrics.json").read_text())
+    print(f"\nheld-out weighted AUC {metrics['weighted_auc']:.3f}, Aneurysm Present AUC "
+          f"{metrics['column_auc']['Aneurysm Present']:.3f} ({metrics['n_series']} series); "
+          f"this run took {(time.perf_counter() - started) / 60:.1f} min")
+    print(f"report: {page}")
     return workdir

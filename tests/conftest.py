@@ -33,3 +33,11 @@ def run_cli(argv: list[str], env: dict[str, str], check: bool = True) -> subproc
         raise AssertionError(f"{' '.join(argv)} exited {proc.returncode}\n"
                              f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory) -> Path:
+    """The main job at its smoke size, run once per test session: every artefact a user gets."""
+    from nnunet_aneurysm.demo import quick_settings, run_demo
+
+    return run_demo(quick_settings(tmp_path_factory.mktemp("quick_demo")))

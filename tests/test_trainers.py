@@ -1,5 +1,10 @@
-"""Both stages through the stock nnU-Net command line on converted synthetic data (the demo at a
-tiny size), then the stage-2 variants, resume with --c, and seeded repeatability."""
+"""Both stages' trainers through the stock nnU-Net command line.
+
+Stage 1 is read from the quick demo. Stage 2 trains here on a small ROI dataset whose "stage 1"
+is the ground-truth vessel labels (so the vessel channel holds vessels and the physics, graph and
+territory code has something to work on): the variants, --c after a kill, the losses from the
+plans, seeded repeatability.
+"""
 
 from __future__ import annotations
 
@@ -11,125 +16,104 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+import pandas as pd
 import pytest
+import SimpleITK as sitk
 import torch
 
-from nnunet_aneurysm.demo import STAGE2_DATASET, STAGE2_ID, VESSELS_ID, DemoSettings, demo_environment, run_demo
-from nnunet_aneurysm.stages import STAGE1, STAGE2, VESSELS_NAME, dataset_name
+from nnunet_aneurysm.demo import VESSELS_DATASET, VESSELS_ID
+from nnunet_aneurysm.stages import CPU_CONFIGURATION, STAGE1, STAGE2
 from tests.conftest import BIN, run_cli
 
 pytestmark = pytest.mark.integration
+ROI_ID = 903
+ROI_DATASET = "Dataset903_GroundTruthROI"
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("demo")
-    settings = DemoSettings(workdir, series=10, size=48, folds=("0", "1"), epochs=1, iterations=2, val_iterations=1)
-    predictions = run_demo(settings)
-    return workdir, demo_environment(workdir), predictions
-
-
-def _results(env, dataset: str, trainer: str, plans: str, configuration: str = "3d_cpu") -> Path:
+def _results(env, dataset: str, trainer: str, plans: str, configuration: str = CPU_CONFIGURATION) -> Path:
     return Path(env["nnUNet_results"]) / dataset / f"{trainer}__{plans}__{configuration}"
 
 
-def _logging(checkpoint: Path) -> dict:
-    return torch.load(checkpoint, map_location="cpu", weights_only=False)["logging"]
+def _checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def test_stage1_logs_vessel_recall_and_dice(demo):
-    _, env, _ = demo
-    folder = _results(env, dataset_name(VESSELS_ID, VESSELS_NAME), STAGE1.trainer, STAGE1.plans)
+@pytest.fixture(scope="module")
+def demo_env(quick_demo):
+    from nnunet_aneurysm.demo import demo_environment
+
+    return demo_environment(quick_demo)
+
+
+def test_stage1_logs_union_and_per_label_vessel_metrics_and_never_mirrors(demo_env):
+    folder = _results(demo_env, VESSELS_DATASET, STAGE1.trainer, STAGE1.plans)
     for fold in ("fold_0", "fold_1"):
-        logged = _logging(folder / fold / "checkpoint_final.pth")
-        assert len(logged["vessel_recall"]) == 1 and 0.0 <= logged["vessel_recall"][0] <= 1.0
-        assert len(logged["vessel_dice"]) == 1
+        checkpoint = _checkpoint(folder / fold / "checkpoint_final.pth")
+        logged = checkpoint["logging"]
+        for key in ("union_recall", "union_dice", "vessel_recall", "vessel_dice"):
+            assert len(logged[key]) == 1 and 0.0 <= logged[key][0] <= 1.0, key
+        assert checkpoint["inference_allowed_mirroring_axes"] is None  # left/right labels: no mirror TTA
         picture = matplotlib.image.imread(folder / fold / "progress_extra.png")
-        assert picture.shape[:2] == (2 * 250, 800)  # one 8 x 2.5 inch panel per metric at 100 dpi
+        assert picture.shape[:2] == (4 * 250, 800)  # one 8 x 2.5 inch panel per logged metric at 100 dpi
         assert picture[..., :3].std() > 0.05  # drawn, not blank
-        assert (folder / fold / "validation" / "summary.json").is_file()
+        assert logged["lrs"][0] < 1e-3  # AdamW's warm-up, not nnU-Net's SGD at 1e-2
 
 
-def test_validation_rerun_with_npz(demo):
-    _, env, _ = demo
-    run_cli(["nnUNetv2_train", str(VESSELS_ID), "3d_cpu", "0", "-tr", STAGE1.trainer, "-p", STAGE1.plans,
-             "-device", "cpu", "--val", "--npz"], env)
-    folder = _results(env, dataset_name(VESSELS_ID, VESSELS_NAME), STAGE1.trainer, STAGE1.plans)
-    folder = folder / "fold_0" / "validation"
+def test_validation_rerun_with_npz(demo_env):
+    run_cli(["nnUNetv2_train", str(VESSELS_ID), CPU_CONFIGURATION, "0", "-tr", STAGE1.trainer, "-p", STAGE1.plans,
+             "-device", "cpu", "--val", "--npz"], demo_env)
+    folder = _results(demo_env, VESSELS_DATASET, STAGE1.trainer, STAGE1.plans) / "fold_0" / "validation"
     assert sorted(folder.glob("*.npz")) and len(list(folder.glob("*.npz"))) == len(list(folder.glob("*.nii.gz")))
 
 
-def test_vessel_channel_is_a_probability_on_the_image_grid(demo):
-    import SimpleITK as sitk
+def test_the_roi_dataset_has_stage1_channels_on_one_patient_aligned_grid(quick_demo):
+    from nnunet_aneurysm.demo import STAGE2_DATASET
 
-    _, env, _ = demo
-    raw = Path(env["nnUNet_raw"]) / STAGE2_DATASET
-    assert json.loads((raw / "dataset.json").read_text())["channel_names"] == {"0": "image", "1": "noNorm"}
-    images = sorted((raw / "imagesTr").glob("*_0000.nii.gz"))
-    assert len(images) == 10
-    for image in images[:3]:
-        a, b = sitk.ReadImage(str(image)), sitk.ReadImage(str(image).replace("_0000", "_0001"))
-        assert a.GetSize() == b.GetSize()
-        np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
-        p = sitk.GetArrayFromImage(b)
-        assert p.min() >= -1e-4 and p.max() <= 1 + 1e-4
-
-
-def test_stage2_logs_every_loss_term_and_weight(demo):
-    _, env, _ = demo
-    folder = _results(env, STAGE2_DATASET, STAGE2.trainer, STAGE2.plans)
-    logged = _logging(folder / "fold_0" / "checkpoint_final.pth")
-    for key in ("loss_seg", "loss_cls", "loss_physics", "weight_seg", "weight_cls", "weight_physics"):
-        assert len(logged[key]) == 1 and np.isfinite(logged[key][0]), key
-    assert 0 <= logged["order_parameter"][0] <= 1
-    assert logged["physics_skipped"][0] == 0
+    raw = quick_demo / "nnUNet_raw" / STAGE2_DATASET
+    dataset = json.loads((raw / "dataset.json").read_text())
+    assert dataset["channel_names"] == {"0": "image", "1": "noNorm", "2": "noNorm"}
+    assert dataset["nnunet_aneurysm_channels"] == ["image", "vessel_probability", "artery_labels"]
+    rois = pd.read_csv(raw / "roi.csv", dtype={"case_id": str})
+    assert len(rois) == dataset["numTraining"] and rois["out_of_fold"].all() and set(rois["shape"]) == {"48x48x64"}
+    case = rois["case_id"].iloc[0]
+    images = [sitk.ReadImage(str(raw / "imagesTr" / f"{case}_{c:04d}.nii.gz")) for c in range(3)]
+    assert all(i.GetSize() == (64, 48, 48) and i.GetSpacing() == pytest.approx((1.5,) * 3) for i in images)
+    assert images[0].GetDirection() == pytest.approx(np.eye(3).ravel())  # patient axes: orientation-free
+    arteries = sitk.GetArrayFromImage(images[2])
+    assert np.array_equal(arteries, np.round(arteries)) and arteries.min() >= 0 and arteries.max() <= 13
 
 
-def test_two_fold_prediction_with_probabilities(demo):
-    _, _, predictions = demo
-    segmentations = sorted(predictions.glob("*.nii.gz"))
-    assert len(segmentations) == 2
-    for seg in segmentations:
-        probabilities = np.load(str(seg).replace(".nii.gz", ".npz"))["probabilities"]
-        assert probabilities.shape[0] == 14
-        np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-3)
+@pytest.fixture(scope="module")
+def roi_env(nnunet_env, tmp_path_factory):
+    """A stage-2 dataset cropped by ground-truth vessels, planned and preprocessed."""
+    from tests.tiny_dataset import write_ground_truth_roi_dataset
+
+    write_ground_truth_roi_dataset(Path(nnunet_env["nnUNet_raw"]), ROI_ID, tmp_path_factory.mktemp("gt_rsna"))
+    run_cli(["nnunet-aneurysm", "plan", "-d", str(ROI_ID), "--planner", STAGE2.planner, "--cpu-epochs", "1",
+             "--cpu-iterations", "2", "--cpu-val-iterations", "1", "-np", "1"], nnunet_env)
+    run_cli(["nnUNetv2_preprocess", "-d", str(ROI_ID), "-plans_name", STAGE2.plans, "-c", "3d_fullres", "-np", "1"],
+            nnunet_env)
+    return nnunet_env
 
 
-def test_case_features_beside_predictions_match_stock_predict(demo):
-    """Our predict verb writes per-fold features and exactly the predictions stock nnUNetv2_predict writes."""
-    workdir, env, predictions = demo
-    features = sorted(predictions.glob("*_features.json"))
-    assert len(features) == 2
-    for path in features:
-        f = json.loads(path.read_text())
-        assert f["folds"] == ["0", "1"] and len(f["per_fold"]) == 2
-        assert (predictions / f"{f['case_id']}.nii.gz").is_file()
-        for fold in f["per_fold"]:
-            assert fold["patches"] >= 1 and len(fold["class_probabilities"]) == 14
-            assert all(0 <= p <= 1 for p in fold["class_probabilities"].values())
-            assert 0 <= fold["order_parameter"] <= 1
-            assert np.isfinite(fold["pinn_residual"]) and fold["pinn_residual"] > 0
-        assert f["order_parameter"] == pytest.approx(np.mean([x["order_parameter"] for x in f["per_fold"]]))
-    stock = workdir / "stock_predictions"
-    run_cli(["nnUNetv2_predict", "-i", str(workdir / "predict_input"), "-o", str(stock), "-d", str(STAGE2_ID),
-             "-c", "3d_cpu", "-tr", STAGE2.trainer, "-p", STAGE2.plans, "-f", "0", "1", "-device", "cpu",
-             "--save_probabilities", "-npp", "1", "-nps", "1"], env)
-    for path in features:
-        case = path.name[: -len("_features.json")]
-        ours = np.load(predictions / f"{case}.npz")["probabilities"]
-        np.testing.assert_allclose(ours, np.load(stock / f"{case}.npz")["probabilities"], atol=1e-5)
-    assert not list(stock.glob("*_features.json"))
+def _add_configuration(env, name: str, schedule: dict | None = None, losses: dict | None = None) -> None:
+    plans_file = Path(env["nnUNet_preprocessed"]) / ROI_DATASET / f"{STAGE2.plans}.json"
+    plans = json.loads(plans_file.read_text())
+    base = plans["configurations"][CPU_CONFIGURATION]["trainer_schedule"]
+    plans["configurations"][name] = {"inherits_from": CPU_CONFIGURATION,
+                                     "trainer_schedule": {**base, **(schedule or {})}}
+    if losses is not None:
+        plans["configurations"][name]["losses"] = losses
+    plans_file.write_text(json.dumps(plans, indent=2))
 
 
-def test_predict_refuses_a_model_without_auxiliary_outputs(demo):
-    workdir, env, _ = demo
-    proc = run_cli(["nnunet-aneurysm", "predict", "-i", str(workdir / "predict_input"), "-o", str(workdir / "x"),
-                    "-d", str(VESSELS_ID), "-c", "3d_cpu", "-tr", STAGE1.trainer, "-p", STAGE1.plans, "-f", "0",
-                    "-device", "cpu"], env, check=False)
-    assert proc.returncode == 2 and "AneurysmWaveFormer" in proc.stderr
+def _train(env, trainer: str, fold: str, configuration: str = CPU_CONFIGURATION, check=True):
+    return run_cli(["nnUNetv2_train", str(ROI_ID), configuration, fold, "-tr", trainer, "-p", STAGE2.plans,
+                    "-device", "cpu"], env, check=check)
 
 
 VARIANTS = {  # trainer: (has AKOrN, has PINN, AUC-margin loss)
+    "AneurysmWaveFormerTrainer": (True, True, False),
     "AneurysmWaveFormerBaselineTrainer": (False, False, False),
     "AneurysmWaveFormerAKOrNTrainer": (True, False, False),
     "AneurysmWaveFormerPINNTrainer": (False, True, False),
@@ -138,64 +122,55 @@ VARIANTS = {  # trainer: (has AKOrN, has PINN, AUC-margin loss)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_ablation_variants_train_from_the_same_plans(demo, variant):
-    _, env, _ = demo
+def test_stage2_variants_train_from_the_same_plans_and_log_every_term(roi_env, variant):
     akorn, pinn, aucm = VARIANTS[variant]
-    run_cli(["nnUNetv2_train", str(STAGE2_ID), "3d_cpu", "2", "-tr", variant, "-p", STAGE2.plans, "-device", "cpu"],
-            env)
-    folder = _results(env, STAGE2_DATASET, variant, STAGE2.plans) / "fold_2"
-    checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    keys = checkpoint["network_weights"].keys()
-    assert any("akorn" in k for k in keys) == akorn
-    assert any("pinn_head" in k for k in keys) == pinn
-    assert np.isfinite(checkpoint["logging"]["loss_physics"][0]) == pinn
+    _train(roi_env, variant, "0")
+    checkpoint = _checkpoint(_results(roi_env, ROI_DATASET, variant, STAGE2.plans) / "fold_0" / "checkpoint_final.pth")
+    keys, logged = checkpoint["network_weights"].keys(), checkpoint["logging"]
+    assert any("akorn" in k for k in keys) == akorn and any("pinn_head" in k for k in keys) == pinn
+    assert any(k.startswith("heads.") for k in keys) and any(k.startswith("films.") for k in keys)
+    for key in ("loss_seg", "loss_cls", "weight_seg", "weight_cls"):
+        assert np.isfinite(logged[key][0]), key
+    assert logged["loss_seg"][0] >= 0  # the bounded Dice + CE
+    assert np.isfinite(logged["loss_physics"][0]) == pinn and logged["physics_skipped"][0] == 0
+    assert (0 <= logged["order_parameter"][0] <= 1) == akorn
+    assert logged["metadata_missing"][0] == 0
+    assert checkpoint["inference_allowed_mirroring_axes"] is None
     assert ("aneurysm_extra_state" in checkpoint) == aucm  # ASL + UW-SO learn nothing outside the network
     if aucm:  # the dual variable moved (PESG's ascent step ran) and is logged per epoch
-        class_loss_state = checkpoint["aneurysm_extra_state"]["class_loss"]
-        assert class_loss_state["alpha"].shape == (14,) and (class_loss_state["alpha"] >= 0).all()
-        assert class_loss_state["alpha"].abs().sum() > 0
-        assert checkpoint["logging"]["aucm_alpha"][0] == pytest.approx(float(class_loss_state["alpha"].mean()),
-                                                                       rel=0.5, abs=1e-3)
-    if variant == "AneurysmWaveFormerBaselineTrainer":  # features of a network with neither extra
-        workdir = Path(env["nnUNet_raw"]).parent
-        out = workdir / "baseline_predictions"
-        run_cli(["nnunet-aneurysm", "predict", "-i", str(workdir / "predict_input"), "-o", str(out),
-                 "-d", str(STAGE2_ID), "-c", "3d_cpu", "-tr", variant, "-p", STAGE2.plans, "-f", "2", "-device", "cpu"],
-                env)
-        assert len(list(out.glob("*_features.json"))) == 2
-        for path in out.glob("*_features.json"):
-            f = json.loads(path.read_text())
-            assert f["order_parameter"] is None and f["pinn_residual"] is None
-            assert len(f["class_probabilities"]) == 14
+        alpha = checkpoint["aneurysm_extra_state"]["class_loss"]["alpha"]
+        assert alpha.shape == (14,) and (alpha >= 0).all() and alpha.abs().sum() > 0
 
 
-def _add_configuration(env, name: str, schedule: dict | None = None, losses: dict | None = None) -> None:
-    plans_file = Path(env["nnUNet_preprocessed"]) / STAGE2_DATASET / f"{STAGE2.plans}.json"
-    plans = json.loads(plans_file.read_text())
-    base = plans["configurations"]["3d_cpu"]["trainer_schedule"]
-    plans["configurations"][name] = {"inherits_from": "3d_cpu", "trainer_schedule": {**base, **(schedule or {})}}
-    if losses is not None:
-        plans["configurations"][name]["losses"] = losses
-    plans_file.write_text(json.dumps(plans, indent=2))
+def test_a_case_without_metadata_is_counted_not_silent(roi_env):
+    raw = Path(roi_env["nnUNet_raw"]) / ROI_DATASET
+    table = pd.read_csv(raw / "metadata.csv", dtype={"case_id": str})
+    table.iloc[1:].to_csv(raw / "metadata.csv", index=False)  # the first case loses its row
+    try:
+        _add_configuration(roi_env, "3d_cpu_missing", {"num_iterations_per_epoch": 6})
+        _train(roi_env, STAGE2.trainer, "1", "3d_cpu_missing")
+    finally:
+        table.to_csv(raw / "metadata.csv", index=False)
+    folder = _results(roi_env, ROI_DATASET, STAGE2.trainer, STAGE2.plans, "3d_cpu_missing") / "fold_1"
+    assert _checkpoint(folder / "checkpoint_final.pth")["logging"]["metadata_missing"][0] > 0
 
 
-def test_killed_run_continues_with_c(demo):
-    _, env, _ = demo
-    _add_configuration(env, "3d_cpu_long", {"num_epochs": 3, "num_iterations_per_epoch": 2, "save_every": 1})
-    argv = [str(BIN / "nnUNetv2_train"), str(STAGE2_ID), "3d_cpu_long", "3", "-tr", STAGE2.trainer, "-p", STAGE2.plans,
+def test_killed_run_continues_with_c(roi_env):
+    _add_configuration(roi_env, "3d_cpu_long", {"num_epochs": 3, "num_iterations_per_epoch": 2, "save_every": 1})
+    argv = [str(BIN / "nnUNetv2_train"), str(ROI_ID), "3d_cpu_long", "1", "-tr", STAGE2.trainer, "-p", STAGE2.plans,
             "-device", "cpu"]
-    folder = _results(env, STAGE2_DATASET, STAGE2.trainer, STAGE2.plans, "3d_cpu_long") / "fold_3"
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = _results(roi_env, ROI_DATASET, STAGE2.trainer, STAGE2.plans, "3d_cpu_long") / "fold_1"
+    proc = subprocess.Popen(argv, env=roi_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (folder / "checkpoint_latest.pth").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (folder / "checkpoint_latest.pth").exists() and not (folder / "checkpoint_final.pth").exists()
-    resumed_from = torch.load(folder / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    resumed_from = _checkpoint(folder / "checkpoint_latest.pth")
     assert 1 <= resumed_from["current_epoch"] < 3
-    run_cli(argv[:1] + argv[1:] + ["--c"], env)
-    logged = _logging(folder / "checkpoint_final.pth")
+    run_cli(argv[:1] + argv[1:] + ["--c"], roi_env)
+    logged = _checkpoint(folder / "checkpoint_final.pth")["logging"]
     assert len(logged["train_losses"]) == 3 and len(logged["loss_seg"]) == 3
     assert logged["train_losses"][: resumed_from["current_epoch"]] == \
         resumed_from["logging"]["train_losses"][: resumed_from["current_epoch"]]
@@ -214,38 +189,39 @@ print(json.dumps(trainer.balancer.log_vars.tolist()))
 """
 
 
-def test_uncertainty_weighting_from_the_plans_learns_and_survives_in_the_checkpoint(demo):
-    _, env, _ = demo
-    _add_configuration(env, "3d_cpu_uw", losses={"balancer": "uw"})
-    run_cli(["nnUNetv2_train", str(STAGE2_ID), "3d_cpu_uw", "4", "-tr", STAGE2.trainer, "-p", STAGE2.plans,
-             "-device", "cpu"], env)
-    folder = _results(env, STAGE2_DATASET, STAGE2.trainer, STAGE2.plans, "3d_cpu_uw") / "fold_4"
-    checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+def test_uncertainty_weighting_from_the_plans_learns_and_survives_in_the_checkpoint(roi_env):
+    _add_configuration(roi_env, "3d_cpu_uw", losses={"balancer": "uw"})
+    _train(roi_env, STAGE2.trainer, "1", "3d_cpu_uw")
+    folder = _results(roi_env, ROI_DATASET, STAGE2.trainer, STAGE2.plans, "3d_cpu_uw") / "fold_1"
+    checkpoint = _checkpoint(folder / "checkpoint_final.pth")
     log_vars = checkpoint["aneurysm_extra_state"]["balancer"]["log_vars"]
     assert log_vars.shape == (3,) and log_vars.abs().min() > 0  # in the optimiser: every weight moved
     assert checkpoint["logging"]["weight_seg"][0] != pytest.approx(1.0, abs=1e-6)
-    preprocessed = Path(env["nnUNet_preprocessed"]) / STAGE2_DATASET
+    preprocessed = Path(roi_env["nnUNet_preprocessed"]) / ROI_DATASET
     proc = run_cli(["python", "-c", RESTORE_SCRIPT, str(preprocessed / f"{STAGE2.plans}.json"),
-                    str(preprocessed / "dataset.json"), "3d_cpu_uw", "4", str(folder / "checkpoint_final.pth")], env)
+                    str(preprocessed / "dataset.json"), "3d_cpu_uw", "1", str(folder / "checkpoint_final.pth")],
+                   roi_env)
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == pytest.approx(log_vars.tolist(), abs=0)
 
 
-def test_uw_with_auc_margin_is_refused_with_a_reason(demo):
-    _, env, _ = demo
-    _add_configuration(env, "3d_cpu_uw_aucm", losses={"balancer": "uw", "class_loss": "aucm"})
-    proc = run_cli(["nnUNetv2_train", str(STAGE2_ID), "3d_cpu_uw_aucm", "4", "-tr", STAGE2.trainer, "-p", STAGE2.plans,
-                    "-device", "cpu"], env, check=False)
+def test_loss_choices_that_contradict_the_trainer_or_each_other_are_refused(roi_env):
+    _add_configuration(roi_env, "3d_cpu_uw_aucm", losses={"balancer": "uw", "class_loss": "aucm"})
+    proc = _train(roi_env, STAGE2.trainer, "1", "3d_cpu_uw_aucm", check=False)
     assert proc.returncode != 0 and "uwso" in proc.stderr
+    _add_configuration(roi_env, "3d_cpu_asl", losses={"class_loss": "asl"})
+    proc = _train(roi_env, "AneurysmWaveFormerAUCMTrainer", "1", "3d_cpu_asl", check=False)
+    assert proc.returncode != 0 and "trains with class_loss 'aucm'" in proc.stderr  # no silent ASL
+    _add_configuration(roi_env, "3d_cpu_schedule_loss", {"balancer": "uw"})
+    proc = _train(roi_env, STAGE2.trainer, "1", "3d_cpu_schedule_loss", check=False)
+    assert proc.returncode != 0 and "'losses' entry" in proc.stderr
 
 
-def test_seeded_runs_repeat_their_first_iterations(demo):
-    _, env, _ = demo
-    _add_configuration(env, "3d_cpu_seeded", {"seed": 123})
+def test_seeded_runs_repeat_their_first_iterations(roi_env):
+    _add_configuration(roi_env, "3d_cpu_seeded", {"seed": 123})
     losses = []
     for _ in range(2):
-        run_cli(["nnUNetv2_train", str(STAGE2_ID), "3d_cpu_seeded", "all", "-tr", STAGE2.trainer, "-p", STAGE2.plans,
-                 "-device", "cpu"], env)  # fold 'all' too: trains and validates on every case
-        folder = _results(env, STAGE2_DATASET, STAGE2.trainer, STAGE2.plans, "3d_cpu_seeded") / "fold_all"
-        logged = _logging(folder / "checkpoint_final.pth")
+        _train(roi_env, STAGE2.trainer, "all", "3d_cpu_seeded")  # fold 'all' too: trains and validates on every case
+        folder = _results(roi_env, ROI_DATASET, STAGE2.trainer, STAGE2.plans, "3d_cpu_seeded") / "fold_all"
+        logged = _checkpoint(folder / "checkpoint_final.pth")["logging"]
         losses.append((logged["train_losses"][0], logged["loss_seg"][0], logged["loss_physics"][0]))
     assert losses[0] == losses[1]

@@ -42,3 +42,37 @@ def write_tiny_dataset(raw: Path, dataset_id: int, n_cases: int = 6, shape=(40, 
                     "numTraining": n_cases, "file_ending": ".nii.gz"}
     (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
     return folder
+
+
+def write_ground_truth_roi_dataset(raw: Path, dataset_id: int, rsna: Path, n_series: int = 8) -> Path:
+    """A stage-2 ROI dataset whose "stage 1" is the ground-truth vessel labels: generated series (each with a
+    segmentation, half with aneurysms), converted, then cropped to their vessel ROI like ``roi-dataset`` does."""
+    import pandas as pd
+    import SimpleITK as sitk
+
+    from nnunet_aneurysm.dataset_conversion.convert import convert, read_localizers
+    from nnunet_aneurysm.dataset_conversion.geometry import geometry_of
+    from nnunet_aneurysm.dataset_conversion.synthetic import generate
+    from nnunet_aneurysm.inference.roi_dataset import finish_roi_dataset, write_roi_case
+    from nnunet_aneurysm.inference.stage1 import VesselPrediction
+    from nnunet_aneurysm.roi import RoiSettings
+    from nnunet_aneurysm.stages import dataset_name
+
+    forced = [{"n_aneurysms": i % 2} for i in range(n_series)]
+    generate(rsna, n_series, seed=11, size=48, segmentation_fraction=1.0, progress=False, forced=forced)
+    convert(rsna, dataset_id - 2, dataset_id - 1, raw=raw, workers=1, progress=False, n_folds=2)
+    vessels = raw / dataset_name(dataset_id - 2, "RSNAVessels")
+    aneurysms = raw / dataset_name(dataset_id - 1, "RSNAAneurysms")
+    out = raw / f"Dataset{dataset_id:03d}_GroundTruthROI"
+    for sub in ("imagesTr", "labelsTr", "rois"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    localizers = read_localizers(aneurysms)
+    cases = pd.read_csv(vessels / "metadata.csv", dtype={"case_id": str})["case_id"]
+    for case in cases:
+        image = sitk.ReadImage(str(vessels / "imagesTr" / f"{case}_0000.nii.gz"))
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(vessels / "labelsTr" / f"{case}.nii.gz")))
+        truth = VesselPrediction(np.moveaxis(np.eye(14, dtype=np.float32)[labels], -1, 0))
+        write_roi_case(out, case, sitk.GetArrayFromImage(image).astype(np.float32), geometry_of(image), truth,
+                       RoiSettings(), localizers, 4.0, out_of_fold=False)
+    finish_roi_dataset(aneurysms, out, cases)
+    return out

@@ -5,6 +5,7 @@
     DIR/<SeriesInstanceUID>/aneurysm_labels.nii.gz  its most probable location per voxel (class ids)
     DIR/<SeriesInstanceUID>/vessel_probability.nii.gz, artery_labels.nii.gz   stage 1 on the ROI grid
     DIR/<SeriesInstanceUID>/candidates.csv          aneurysm candidates in patient coordinates (mm)
+    DIR/<SeriesInstanceUID>/graph_nodes.csv, graph_edges.csv   the vessel graph (ROI mm) with GAT scores
     DIR/<SeriesInstanceUID>/series.json             the 14 probabilities, their source, per-fold read-outs
 
 The NIfTI files carry the ROI's placement, so any viewer overlays them on the original scan.
@@ -58,9 +59,14 @@ def save_series_outputs(result, folder: Path) -> Path:
         probabilities = result.stage2.probabilities
         write_nifti((1.0 - probabilities[0]).astype(np.float32), geometry, out / "aneurysm_probability.nii.gz")
         write_nifti(probabilities.argmax(0).astype(np.uint8), geometry, out / "aneurysm_labels.nii.gz")
-        candidates = getattr(result, "candidates", None)
-        candidates = map_candidates(probabilities, geometry) if candidates is None else candidates
+        candidates = map_candidates(probabilities, geometry)
+        if result.candidates is not None:
+            candidates = pd.concat([result.candidates, candidates], ignore_index=True)
         candidates.to_csv(out / "candidates.csv", index=False)
+        if result.graphs:
+            graph, scores = result.graphs[0]
+            graph.nodes.assign(gat_score=scores).to_csv(out / "graph_nodes.csv", index=False)
+            graph.edges.to_csv(out / "graph_edges.csv", index=False)
         summary["folds"] = [{"series": f.series.tolist(), "map_max": f.map_max.tolist(),
                              "order_parameter": f.order_parameter, "pinn_loss": f.pinn_loss}
                             for f in result.stage2.folds]

@@ -58,6 +58,33 @@ def _points(localizers: pd.DataFrame, case: str) -> tuple[list[np.ndarray], list
     return [np.array([r.x_mm, r.y_mm, r.z_mm]) for r in rows.itertuples()], rows["class_id"].astype(int).tolist()
 
 
+def write_roi_case(dst: Path, case: str, image: np.ndarray, scan, vessels: VesselPrediction, settings: RoiSettings,
+                   localizers: pd.DataFrame, sphere_radius_mm: float, out_of_fold: bool) -> Roi:
+    """One case of the ROI dataset: its channels, its ROI row, then (last, marking completion) its label."""
+    roi, channels = roi_channels(image, scan, vessels, settings)
+    for index, channel in enumerate(channels):
+        write_nifti(channel, roi.geometry, dst / "imagesTr" / channel_file(case, index))
+    row = {"case_id": case, **roi.as_row(), "out_of_fold": out_of_fold}
+    (dst / "rois" / f"{case}.json").write_text(json.dumps(row))
+    centres, values = _points(localizers, case)
+    label = draw_spheres(roi.shape, roi.geometry, centres, values, sphere_radius_mm)
+    write_nifti(label, roi.geometry, dst / "labelsTr" / f"{case}{FILE_ENDING}")
+    return roi
+
+
+def finish_roi_dataset(src: Path, dst: Path, cases) -> None:
+    """roi.csv, dataset.json (channels named), and the source dataset's metadata, splits and localizers."""
+    rows = [json.loads((dst / "rois" / f"{c}.json").read_text()) for c in cases]
+    pd.DataFrame(rows).to_csv(dst / ROI_FILE, index=False)
+    dataset_json = json.loads((src / "dataset.json").read_text())
+    dataset_json.update(stage2_dataset_json_entries())
+    dataset_json["numTraining"] = len(rows)
+    (dst / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    for name in ("metadata.csv", "splits_final.json", LOCALIZERS_FILE):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+
+
 def build_roi_dataset(raw: Path, aneurysms_dataset: str, output_dataset: str, stage1_dir: Path,
                       device: str = "cpu", settings: RoiSettings = RoiSettings(),
                       sphere_radius_mm: float = SPHERE_RADIUS_MM, progress: bool = True) -> Path:
@@ -86,21 +113,9 @@ def build_roi_dataset(raw: Path, aneurysms_dataset: str, output_dataset: str, st
             scan_image = sitk.ReadImage(str(src / "imagesTr" / channel_file(case, 0)))
             scan = geometry_of(scan_image)
             image = sitk.GetArrayFromImage(scan_image).astype(np.float32)
-            roi, channels = roi_channels(image, scan, model.predict(image, scan), settings)
-            for index, channel in enumerate(channels):
-                write_nifti(channel, roi.geometry, dst / "imagesTr" / channel_file(case, index))
-            row = {"case_id": case, **roi.as_row(), "out_of_fold": group.out_of_fold}
-            (dst / "rois" / f"{case}.json").write_text(json.dumps(row))
-            centres, values = _points(localizers, case)
-            label = draw_spheres(roi.shape, roi.geometry, centres, values, sphere_radius_mm)
-            write_nifti(label, roi.geometry, dst / "labelsTr" / f"{case}{FILE_ENDING}")  # last: marks completion
+            write_roi_case(dst, case, image, scan, model.predict(image, scan), settings, localizers,
+                           sphere_radius_mm, group.out_of_fold)
             bar.update()
     bar.close()
-    rows = [json.loads((dst / "rois" / f"{c}.json").read_text()) for c in metadata["case_id"]]
-    pd.DataFrame(rows).to_csv(dst / ROI_FILE, index=False)
-    dataset_json = json.loads((src / "dataset.json").read_text())
-    dataset_json.update(stage2_dataset_json_entries())
-    (dst / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
-    for name in ("metadata.csv", "splits_final.json", LOCALIZERS_FILE):
-        shutil.copyfile(src / name, dst / name)
+    finish_roi_dataset(src, dst, metadata["case_id"])
     return dst

@@ -36,7 +36,7 @@ class SeriesResult:
     series_uid: str
     probabilities: np.ndarray  # [14], submission column order
     source: str  # which step produced them: "stacker", "stage2", "fallback"
-    reasons: list[str] = field(default_factory=list)  # why a step fell back
+    reasons: list[str] = field(default_factory=list)  # why a step fell back, and what the reader repaired
     seconds: dict[str, float] = field(default_factory=dict)  # per step
     volume: Volume | None = None
     vessels: VesselPrediction | None = None
@@ -44,6 +44,9 @@ class SeriesResult:
     channels: list[np.ndarray] | None = None  # stage 2's inputs on the ROI grid
     stage2: Stage2Prediction | None = None
     metadata: np.ndarray | None = None
+    graphs: list | None = None  # per fold model: the vessel graph with its GAT scores
+    candidates: pd.DataFrame | None = None  # GAT candidates in patient coordinates (mm)
+    fold_features: pd.DataFrame | None = None  # the stacker's input, one row per fold model
 
     def row(self) -> dict:
         return {ID_COLUMN: self.series_uid, **dict(zip(SUBMISSION_COLUMNS, map(float, self.probabilities)))}
@@ -60,6 +63,12 @@ class SeriesPipeline:
                                   pipeline.flip_tta)
         self.roi_settings = pipeline.roi_settings()
         self.fallback = np.array([pipeline.fallback_probabilities[c] for c in SUBMISSION_COLUMNS], float)
+        from nnunet_aneurysm.postprocessing.stacker import Stacker
+        from nnunet_aneurysm.postprocessing.training import load_fold_gats
+
+        folds = pipeline.stage2.folds
+        self.gats = load_fold_gats(pipeline.resolve(pipeline.gat), folds) if pipeline.gat else {}
+        self.stacker = Stacker.load(pipeline.resolve(pipeline.stacker)) if pipeline.stacker else None
 
     def predict(self, series_path: str | Path) -> pd.DataFrame:
         """One row: the 14 probabilities in competition order (the competition passes only the folder)."""
@@ -69,7 +78,8 @@ class SeriesPipeline:
         """Every step of one series, with its intermediate outputs, timings and fallback reasons."""
         series_path = Path(series_path)
         result = SeriesResult(series_path.name, self.fallback.copy(), "fallback")
-        steps = (("read", self._read), ("stage1", self._stage1), ("roi", self._roi), ("stage2", self._stage2))
+        steps = (("read", self._read), ("stage1", self._stage1), ("roi", self._roi), ("stage2", self._stage2),
+                 ("postprocessing", self._postprocess))
         for name, step in steps:
             start = time.perf_counter()
             try:
@@ -86,7 +96,8 @@ class SeriesPipeline:
         return result
 
     def _read(self, result: SeriesResult, path: Path) -> bool:
-        result.volume = read_series(path)
+        result.volume = read_series(path, lenient=True)
+        result.reasons += [f"read: {warning}" for warning in result.volume.warnings]
         uid = result.volume.header.get("SeriesInstanceUID")
         result.series_uid = uid or result.series_uid
         result.metadata = encode_metadata(*metadata_from_header(result.volume.header))
@@ -107,6 +118,34 @@ class SeriesPipeline:
     def _stage2(self, result: SeriesResult, path: Path) -> bool:
         result.stage2 = self.stage2.predict(result.channels, result.roi.geometry, result.metadata)
         result.probabilities, result.source = result.stage2.series, "stage2"
+        return True
+
+    def _postprocess(self, result: SeriesResult, path: Path) -> bool:
+        """Graph -> GAT -> stacker, once per fold model; the stacker's outputs averaged over them."""
+        if self.stacker is None and not self.gats:
+            return True
+        from nnunet_aneurysm.postprocessing.features import fold_row, series_graph
+        from nnunet_aneurysm.postprocessing.gat import graph_candidates
+        from nnunet_aneurysm.stages import VESSEL_CHANNEL
+
+        geometry = result.roi.geometry
+        volume = float((result.channels[VESSEL_CHANNEL] > 0.5).sum() * np.prod(geometry.spacing))
+        rows, result.graphs, candidates = [], [], []
+        for fold, readout, fold_map in zip(self.pipeline.stage2.folds, result.stage2.folds,
+                                           result.stage2.fold_probabilities):
+            graph = series_graph(result.channels, fold_map, geometry.spacing)
+            gat = self.gats.get(int(fold))
+            rows.append(fold_row(readout, graph, gat, volume, result.metadata))
+            if gat is not None:
+                scores = gat.score(graph)
+                result.graphs.append((graph, scores))
+                candidates.append(graph_candidates(graph, scores, geometry).assign(fold=fold))
+        result.fold_features = pd.DataFrame(rows)
+        if candidates:
+            result.candidates = pd.concat(candidates, ignore_index=True)
+        if self.stacker is not None:
+            result.probabilities = self.stacker.predict(result.fold_features).mean(axis=0)
+            result.source = "stacker"
         return True
 
 
@@ -137,15 +176,19 @@ def series_folders(inputs: list[Path]) -> list[Path]:
 def predict_series(pipeline: SeriesPipeline, folders: list[Path], output: Path, progress: bool = True,
                    save_outputs: Path | None = None) -> pd.DataFrame:
     """Predict every folder; write the submission (``SeriesInstanceUID`` + 14 columns) and beside it a log
-    with each series' source, seconds per step and fallback reasons. Returns the submission."""
+    with each series' source, seconds per step and fallback reasons, and (with a stacker) the stacker's
+    input features per series and fold model. Returns the submission."""
     from tqdm import tqdm
 
     from nnunet_aneurysm.inference.outputs import save_series_outputs
 
-    rows, log_rows = [], []
+    rows, log_rows, features = [], [], []
     for folder in tqdm(folders, desc="predicting series", unit="series", disable=not progress):
         result = pipeline.run(folder)
         rows.append(result.row())
+        if result.fold_features is not None:
+            features.append(result.fold_features.assign(**{ID_COLUMN: result.series_uid},
+                                                        source_fold=pipeline.pipeline.stage2.folds))
         log_rows.append({ID_COLUMN: result.series_uid, "folder": str(folder), "source": result.source,
                          **{f"seconds_{k}": round(v, 3) for k, v in result.seconds.items()},
                          "reasons": "; ".join(result.reasons)})
@@ -157,4 +200,6 @@ def predict_series(pipeline: SeriesPipeline, folders: list[Path], output: Path, 
     submission.to_csv(tmp, index=False)
     tmp.replace(output)
     pd.DataFrame(log_rows).to_csv(output.with_name(output.stem + "_log.csv"), index=False)
+    if features:  # the stacker's inputs per series and fold model: what the report's ablations re-score
+        pd.concat(features, ignore_index=True).to_csv(output.with_name(output.stem + "_features.csv"), index=False)
     return submission

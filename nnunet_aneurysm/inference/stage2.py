@@ -70,6 +70,7 @@ class FoldReadout:
 class Stage2Prediction:
     probabilities: np.ndarray  # [14, z, y, x] on the ROI grid, mean over folds
     folds: list[FoldReadout] = field(default_factory=list)
+    fold_probabilities: list[np.ndarray] = field(default_factory=list)  # each fold's [14, z, y, x] on the ROI grid
 
     @property
     def series(self) -> np.ndarray:
@@ -156,16 +157,19 @@ class Stage2Model:
         data, properties = self._preprocess(channels, roi)
         axis = left_right_axis(properties["sitk_stuff"]["direction"], p.plans_manager.transpose_forward)
         metadata = torch.from_numpy(np.asarray(metadata, np.float32))[None].to(self.device)
-        folds, total = [], None
+
+        def on_roi(probabilities: torch.Tensor) -> np.ndarray:  # nnU-Net's way back: uncrop, untranspose
+            _, out = convert_predicted_logits_to_segmentation_with_correct_shape(
+                probabilities.clamp(min=1e-8).log(), p.plans_manager, p.configuration_manager, p.label_manager,
+                properties, return_probabilities=True)
+            return np.asarray(out, np.float32)
+
+        folds, maps = [], []
         for parameters in p.list_of_parameters:
             self.network.load_state_dict(parameters)
             self.network.eval()
             probabilities, readout = self._fold(data, metadata, axis)
-            total = probabilities if total is None else total + probabilities
+            maps.append(on_roi(probabilities))
             folds.append(FoldReadout(readout["series"], probabilities[1:].flatten(1).amax(1).numpy(),
                                      readout["order_parameter"], self._pinn_loss(readout["pinn_code"], data)))
-        mean = (total / len(folds)).clamp(min=1e-8)
-        _, on_roi = convert_predicted_logits_to_segmentation_with_correct_shape(
-            mean.log(), p.plans_manager, p.configuration_manager, p.label_manager, properties,
-            return_probabilities=True)
-        return Stage2Prediction(np.asarray(on_roi, np.float32), folds)
+        return Stage2Prediction(np.mean(maps, axis=0), folds, maps)

@@ -1,0 +1,109 @@
+"""DICOM series in, 14 probabilities out: defects still give rows, the Python entry point equals the verb."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nnunet_aneurysm.demo import demo_environment
+from nnunet_aneurysm.inference import load_pipeline
+from nnunet_aneurysm.inference.pipeline_file import read_pipeline
+from nnunet_aneurysm.labels import ID_COLUMN, SUBMISSION_COLUMNS
+from tests import defects
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pipeline(quick_demo):
+    return load_pipeline(quick_demo / "pipeline" / "pipeline.json")
+
+
+def _series(tmp_path: Path, multiframe: bool) -> Path:
+    """A new generated CTA series like the demo's (one aneurysm), single- or multi-frame."""
+    from nnunet_aneurysm.dataset_conversion.synthetic import make_series
+
+    _, _, truth = make_series(tmp_path / "new", 0, 99, 48, 0.0, 0.0, "CTA", "axial", multiframe, 1)
+    return tmp_path / "new" / "series" / truth.series_uid
+
+
+def test_predict_returns_one_row_of_the_14_columns_in_competition_order(pipeline, tmp_path):
+    row = pipeline.predict(str(_series(tmp_path, False)))
+    assert list(row.columns) == list(SUBMISSION_COLUMNS) and len(row) == 1
+    assert ((row.to_numpy() >= 0) & (row.to_numpy() <= 1)).all()
+
+
+def test_predict_equals_the_row_predict_series_wrote(pipeline, quick_demo):
+    submission = pd.read_csv(quick_demo / "submission.csv", dtype={ID_COLUMN: str}).set_index(ID_COLUMN)
+    folders = sorted((quick_demo / "rsna_heldout" / "series").iterdir())
+    for folder in (folders[0], folders[-1]):  # in any order, each call on its own
+        row = pipeline.predict(folder)
+        np.testing.assert_allclose(row.to_numpy()[0], submission.loc[folder.name].to_numpy(float), atol=1e-6)
+
+
+DEFECTS = {
+    "multi-frame without orientation, spacing and positions": (True, defects.multiframe_without_geometry,
+                                                               "fallback geometry"),
+    "scout and MIP of other sizes mixed in": (False, defects.with_scout_and_mip, "dropped"),
+    "all slices at one position": (False, defects.all_at_one_position, "one position"),
+    "duplicated slices": (False, defects.duplicated_slices, "repeat a position"),
+    "uneven spacing (a missing slice)": (False, defects.missing_slice, "uneven slice spacing"),
+    "4-D series": (False, defects.four_dimensional, "repeat a position"),
+}
+
+
+@pytest.mark.parametrize("defect", sorted(DEFECTS))
+def test_each_defect_still_gives_a_row_and_says_why(pipeline, tmp_path, defect):
+    multiframe, damage, reason = DEFECTS[defect]
+    folder = damage(_series(tmp_path, multiframe), tmp_path / "series")
+    result = pipeline.run(folder)
+    assert result.probabilities.shape == (14,) and ((result.probabilities >= 0) & (result.probabilities <= 1)).all()
+    assert any(reason in r for r in result.reasons), result.reasons
+
+
+def test_a_folder_without_images_and_a_scan_without_vessels_get_the_fallback_row(pipeline, quick_demo, tmp_path):
+    fallback = read_pipeline(quick_demo / "pipeline" / "pipeline.json").fallback_probabilities
+    for folder, reason in ((defects.no_readable_image(tmp_path / "empty"), "no DICOM image"),
+                           (defects.no_vessel(_series(tmp_path, False), tmp_path / "flat"), "no vessel")):
+        result = pipeline.run(folder)
+        assert result.source == "fallback" and any(reason in r for r in result.reasons), result.reasons
+        np.testing.assert_allclose(result.probabilities, [fallback[c] for c in SUBMISSION_COLUMNS])
+
+
+def test_predict_series_takes_an_rsna_root_and_keeps_going(quick_demo, tmp_path):
+    """A run with a broken series in the middle still writes every row, and its log says which."""
+    root = tmp_path / "rsna" / "series"
+    root.mkdir(parents=True)
+    good = sorted((quick_demo / "rsna_heldout" / "series").iterdir())[:2]
+    for folder in good:
+        shutil.copytree(folder, root / folder.name)
+    defects.no_readable_image(root / "broken")
+    env = demo_environment(quick_demo)
+    run_cli(["nnunet-aneurysm", "predict-series", str(tmp_path / "rsna"), "-o", str(tmp_path / "out.csv"),
+             "--pipeline", str(quick_demo / "pipeline" / "pipeline.json")], env)
+    submission = pd.read_csv(tmp_path / "out.csv", dtype={ID_COLUMN: str})
+    assert list(submission.columns) == [ID_COLUMN, *SUBMISSION_COLUMNS] and len(submission) == 3
+    log = pd.read_csv(tmp_path / "out_log.csv", dtype={ID_COLUMN: str})
+    assert log.set_index(ID_COLUMN).loc["broken", "source"] == "fallback"
+
+
+def test_the_pipeline_folder_moves_as_a_whole(quick_demo, tmp_path):
+    moved = tmp_path / "moved"
+    for name in ("pipeline", "nnUNet_results", "postprocessing"):
+        shutil.copytree(quick_demo / name, moved / name)
+    pipeline = read_pipeline(moved / "pipeline" / "pipeline.json")
+    assert pipeline.resolve(pipeline.stage2.folder).is_relative_to(moved)
+
+
+def test_a_broken_pipeline_file_is_one_clear_error(quick_demo, tmp_path):
+    body = json.loads((quick_demo / "pipeline" / "pipeline.json").read_text())
+    body["stage2"]["folds"] = [7]
+    (tmp_path / "bad.json").write_text(json.dumps(body))
+    with pytest.raises(ValueError, match="lacks folds"):
+        read_pipeline(tmp_path / "bad.json")
