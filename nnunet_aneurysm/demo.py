@@ -56,8 +56,8 @@ class DemoSettings:
     fov_mm: float = 84.0
     seed: int = 0
     folds: int = 2
-    stage1: Schedule = field(default_factory=lambda: Schedule(15, 20))
-    stage2: Schedule = field(default_factory=lambda: Schedule(15, 20))
+    stage1: Schedule = field(default_factory=lambda: Schedule(25, 20))
+    stage2: Schedule = field(default_factory=lambda: Schedule(40, 25))
     device: str = "cpu"
     workers: int = 2
 

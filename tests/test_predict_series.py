@@ -67,13 +67,21 @@ def test_each_defect_still_gives_a_row_and_says_why(pipeline, tmp_path, defect):
     assert any(reason in r for r in result.reasons), result.reasons
 
 
-def test_a_folder_without_images_and_a_scan_without_vessels_get_the_fallback_row(pipeline, quick_demo, tmp_path):
+def test_a_folder_without_images_gets_the_fallback_row(pipeline, quick_demo, tmp_path):
     fallback = read_pipeline(quick_demo / "pipeline" / "pipeline.json").fallback_probabilities
-    for folder, reason in ((defects.no_readable_image(tmp_path / "empty"), "no DICOM image"),
-                           (defects.no_vessel(_series(tmp_path, False), tmp_path / "flat"), "no vessel")):
-        result = pipeline.run(folder)
-        assert result.source == "fallback" and any(reason in r for r in result.reasons), result.reasons
-        np.testing.assert_allclose(result.probabilities, [fallback[c] for c in SUBMISSION_COLUMNS])
+    result = pipeline.run(defects.no_readable_image(tmp_path / "empty"))
+    assert result.source == "fallback" and any("no DICOM image" in r for r in result.reasons), result.reasons
+    np.testing.assert_allclose(result.probabilities, [fallback[c] for c in SUBMISSION_COLUMNS])
+
+
+def test_a_scan_without_vessels_is_read_by_stage2_in_a_box_centred_on_the_scan(pipeline, tmp_path):
+    """As roi-dataset did in training: no vessel found is not a reason to stop reading the image."""
+    result = pipeline.run(defects.no_vessel(_series(tmp_path, False), tmp_path / "flat"))
+    assert result.roi.fallback and any("no vessel" in r for r in result.reasons), result.reasons
+    assert result.source in ("stage2", "stacker") and result.stage2 is not None
+    middle_voxel = (np.array(result.volume.array.shape, float)[None] - 1) / 2
+    volume_centre = result.volume.geometry.voxel_to_patient(middle_voxel)[0]
+    np.testing.assert_allclose(result.roi.centre_mm, volume_centre, atol=1e-3)
 
 
 def test_predict_series_takes_an_rsna_root_and_keeps_going(quick_demo, tmp_path):

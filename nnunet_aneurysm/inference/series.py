@@ -3,8 +3,9 @@
 DICOM (the converter's reader) -> stage 1 (fold ensemble, flip TTA) -> vessel region of interest
 -> stage 2 (fold models, flip TTA) -> [vessel graph -> GAT -> stacker] -> one row in submission
 column order. Every step that fails falls back to the previous step's answer, and a series that
-cannot be read or has no vessel gets the pipeline file's fallback row (the training prevalence
-of each column); the reason is recorded, never raised to the caller. Models are loaded once.
+cannot be read gets the pipeline file's fallback row (the training prevalence of each column); a
+series in which stage 1 finds no vessel is read in a box centred on the scan, as roi-dataset did
+in training. The reasons are recorded, never raised to the caller. Models are loaded once.
 """
 
 from __future__ import annotations
@@ -110,9 +111,8 @@ class SeriesPipeline:
     def _roi(self, result: SeriesResult, path: Path) -> bool:
         result.roi, result.channels = roi_channels(result.volume.array, result.volume.geometry, result.vessels,
                                                    self.roi_settings)
-        if result.roi.fallback:
-            result.reasons.append("stage 1 found no vessel: the fallback row")
-            return False
+        if result.roi.fallback:  # as in training (roi-dataset): stage 2 reads the box centred on the scan
+            result.reasons.append("stage 1 found no vessel: ROI centred on the scan")
         return True
 
     def _stage2(self, result: SeriesResult, path: Path) -> bool:
