@@ -133,8 +133,10 @@ def main():
         proc = ctx.Process(target=measure, args=(name, args.patch, args.batch, args.threads, args.device,
                                                  args.repeats, queue))
         proc.start()
-        rows[name] = queue.get()
         proc.join()
+        if proc.exitcode != 0 or queue.empty():
+            raise SystemExit(f"{name} failed (exit {proc.exitcode}): see the traceback above")
+        rows[name] = queue.get()
         print(f"measured {name}: {rows[name]['seconds']:.3f} s", flush=True)
 
     base = rows.get("PlainConvUNet")

@@ -89,3 +89,17 @@ def test_to_pyg_keeps_both_edge_directions_and_every_feature():
 def test_no_vessel_gives_an_empty_graph():
     graph = build_vessel_graph(np.zeros((10, 10, 10), np.float32), (1.0, 1.0, 1.0))
     assert graph.nodes.empty and graph.edges.empty
+
+
+def test_background_around_the_vessels_changes_nothing_but_the_node_positions():
+    """The graph is built on the mask's bounding box: padding the array only moves the nodes by the pad."""
+    mask = capsules((60, 60, 60), Y_SEGMENTS)
+    padded = np.pad(mask, ((7, 40), (0, 25), (13, 0)))
+    spacing = (0.8, 0.5, 0.6)
+    small, large = build_vessel_graph(mask.astype(np.float32), spacing), build_vessel_graph(
+        padded.astype(np.float32), spacing)
+    np.testing.assert_array_equal(large.nodes[["k", "j", "i"]].to_numpy(),
+                                  small.nodes[["k", "j", "i"]].to_numpy() + [7, 0, 13])
+    np.testing.assert_allclose(large.nodes["radius_mm"], small.nodes["radius_mm"])
+    features = list(EDGE_FEATURES)
+    np.testing.assert_allclose(large.edges[features].to_numpy(float), small.edges[features].to_numpy(float))

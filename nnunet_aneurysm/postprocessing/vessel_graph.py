@@ -78,6 +78,17 @@ class _Clock:
         self.last = now
 
 
+def _bounding_box(mask: np.ndarray, margin: int = 1) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """The first voxel and the slices of ``mask``'s bounding box grown by ``margin`` voxels (clipped)."""
+    starts, slices = [], []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        start, stop = max(present[0] - margin, 0), min(present[-1] + 1 + margin, mask.shape[axis])
+        starts.append(start)
+        slices.append(slice(start, stop))
+    return np.array(starts), tuple(slices)
+
+
 def empty_graph() -> VesselGraph:
     return VesselGraph(pd.DataFrame(columns=["k", "j", "i", "z_mm", "y_mm", "x_mm", *NODE_FEATURES, "artery"]),
                        pd.DataFrame(columns=["src", "dst", *EDGE_FEATURES]))
@@ -90,9 +101,13 @@ def build_vessel_graph(vessel_probability: np.ndarray, spacing, artery_labels: n
     receives the time of each step (distance transform, skeleton, graph, features)."""
     clock = _Clock(seconds)
     spacing = tuple(float(s) for s in spacing)
-    mask = np.asarray(vessel_probability) > threshold
-    if mask.sum() < 2:
+    full_mask = np.asarray(vessel_probability) > threshold
+    if full_mask.sum() < 2:
         return empty_graph()
+    # the mask's bounding box plus one background voxel: distances and skeleton are those of the whole
+    # array (the nearest background is never beyond the margin), at a fraction of the cost
+    origin, crop = _bounding_box(full_mask)
+    mask = full_mask[crop]
     radius = edt.edt(mask, anisotropy=spacing, black_border=False).astype(np.float32)  # mm to the background
     clock("distance transform")
     skeleton = skeletonize(mask)
@@ -106,13 +121,14 @@ def build_vessel_graph(vessel_probability: np.ndarray, spacing, artery_labels: n
         return empty_graph()
     ids = np.unique(table[["node_id_src", "node_id_dst"]].to_numpy())
     number = {int(i): n for n, i in enumerate(ids)}
-    index = np.round(skel.coordinates[ids]).astype(int)  # [N, 3] voxel index of each node
+    in_crop = np.round(skel.coordinates[ids]).astype(int)
+    index = in_crop + origin  # [N, 3] voxel index of each node in the whole array
     nodes = pd.DataFrame(index, columns=["k", "j", "i"])
     mm = index * np.asarray(spacing)
     nodes[["z_mm", "y_mm", "x_mm"]] = mm
     spread = mm.std(0).mean() if len(mm) > 1 else 1.0
     nodes[["pos_0", "pos_1", "pos_2"]] = (mm - mm.mean(0)) / max(spread, 1e-6)
-    nodes["radius_mm"] = radius[tuple(index.T)]
+    nodes["radius_mm"] = radius[tuple(in_crop.T)]
 
     edges = pd.DataFrame({"src": table["node_id_src"].map(number), "dst": table["node_id_dst"].map(number),
                           "length_mm": table["branch_distance"],
@@ -127,7 +143,7 @@ def build_vessel_graph(vessel_probability: np.ndarray, spacing, artery_labels: n
                            weights=np.concatenate([edges["mean_radius_mm"]] * 2), minlength=len(nodes))
     nodes["radius_change"] = nodes["radius_mm"] / np.maximum(incident / np.maximum(degree, 1), 1e-3) - 1
 
-    owner, ball = _around(index, _ball_offsets(ball_mm, spacing), mask.shape)
+    owner, ball = _around(index, _ball_offsets(ball_mm, spacing), full_mask.shape)
     nodes["artery"] = 0
     if artery_labels is not None:
         labels = np.asarray(artery_labels).astype(int)[tuple(ball.T)]
