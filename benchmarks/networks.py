@@ -120,6 +120,7 @@ def main():
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median round is printed")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", nargs="*", default=None, help="subset of networks")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
@@ -127,21 +128,24 @@ def main():
     names = args.only or ["PlainConvUNet", "SegFormer3D", "SegFormer3D+refine", "WaveFormer",
                           "WaveFormer+AKOrN", "WaveFormer+AKOrN+PINN"]
     ctx = mp.get_context("spawn")
-    rows = {}
-    for name in names:
-        queue = ctx.Queue()
-        proc = ctx.Process(target=measure, args=(name, args.patch, args.batch, args.threads, args.device,
-                                                 args.repeats, queue))
-        proc.start()
-        proc.join()
-        if proc.exitcode != 0 or queue.empty():
-            raise SystemExit(f"{name} failed (exit {proc.exitcode}): see the traceback above")
-        rows[name] = queue.get()
-        print(f"measured {name}: {rows[name]['seconds']:.3f} s", flush=True)
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for round_ in range(args.rounds):  # networks interleaved: a busy spell of a shared machine hits them all
+        for name in names:
+            queue = ctx.Queue()
+            proc = ctx.Process(target=measure, args=(name, args.patch, args.batch, args.threads, args.device,
+                                                     args.repeats, queue))
+            proc.start()
+            proc.join()
+            if proc.exitcode != 0 or queue.empty():
+                raise SystemExit(f"{name} failed (exit {proc.exitcode}): see the traceback above")
+            runs[name].append(queue.get())
+            print(f"round {round_ + 1}: {name} {runs[name][-1]['seconds']:.3f} s", flush=True)
+    rows = {name: {"params": r[0]["params"], "seconds": statistics.median(x["seconds"] for x in r),
+                   "peak_bytes": max(x["peak_bytes"] for x in r)} for name, r in runs.items()}
 
     base = rows.get("PlainConvUNet")
     print(f"\npatch {args.patch}, batch {args.batch}, {args.threads} threads, device {args.device}, "
-          f"median of {args.repeats} fwd+bwd after 3 warm-ups")
+          f"median over {args.rounds} interleaved rounds of the median of {args.repeats} fwd+bwd after 3 warm-ups")
     print(f"{'network':24s} {'params (M)':>10s} {'s/step':>8s} {'peak MB':>9s} "
           f"{'x faster':>9s} {'x fewer params':>15s} {'mem ratio':>10s}")
     for name, r in rows.items():
