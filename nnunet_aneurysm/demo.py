@@ -94,7 +94,8 @@ class Runner:
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.env, self.log = demo_environment(workdir), workdir / "demo.log"
-        self.seconds: dict[str, float] = {}
+        self.timing = workdir / "timing.json"  # seconds per step, kept across resumed runs
+        self.seconds: dict[str, float] = json.loads(self.timing.read_text()) if self.timing.is_file() else {}
 
     def __call__(self, argv: list[str], label: str | None = None, show_output: bool = False) -> None:
         command = " ".join(shlex.quote(a) for a in argv)
@@ -110,6 +111,7 @@ class Runner:
         elapsed = time.perf_counter() - start
         if label:
             self.seconds[label] = self.seconds.get(label, 0.0) + elapsed
+            self.timing.write_text(json.dumps(self.seconds, indent=2))
         print(f"  done in {elapsed:.0f} s", flush=True)
         if proc.returncode != 0:
             raise RuntimeError(f"step failed (exit {proc.returncode}): {command}\n  see {self.log}")
@@ -217,7 +219,8 @@ def run_demo(settings: DemoSettings) -> Path:
     from nnunet_aneurysm.evaluation.report import write_report
 
     print("writing the report", flush=True)
-    page = write_report(workdir, {**run.seconds, "total (this run)": time.perf_counter() - started})
+    page = write_report(workdir, {**run.seconds, "all steps (every run of this work directory)":
+                                  sum(run.seconds.values())})
     metrics = json.loads((workdir / "evaluation" / "metrics.json").read_text())
     print(f"\nheld-out weighted AUC {metrics['weighted_auc']:.3f}, Aneurysm Present AUC "
           f"{metrics['column_auc']['Aneurysm Present']:.3f} ({metrics['n_series']} series); "

@@ -11,6 +11,7 @@ import pytest
 
 from nnunet_aneurysm.inference.pipeline_file import read_pipeline
 from nnunet_aneurysm.labels import ID_COLUMN, SUBMISSION_COLUMNS
+from nnunet_aneurysm.stages import STAGE1, STAGE2
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +92,12 @@ def test_the_report_renders_in_a_real_browser_and_every_image_resolves(quick_dem
     browser.save_screenshot(str(tmp_path / "report.png"))
     assert (tmp_path / "report.png").stat().st_size > 0
     Path(quick_demo / "report" / "screenshot.png").write_bytes((tmp_path / "report.png").read_bytes())
+
+
+def test_step_times_survive_a_resumed_run(quick_demo):
+    """timing.json keeps every step's seconds, so a resumed demo's report still shows the whole run."""
+    seconds = json.loads((quick_demo / "timing.json").read_text())
+    assert {"synth", "convert", STAGE1.trainer, "roi-dataset", STAGE2.trainer, "features", "predict-series"} <= set(
+        seconds), seconds
+    assert all(v > 0 for v in seconds.values())
+    assert "Wall time per step" in (quick_demo / "report" / "index.html").read_text()
