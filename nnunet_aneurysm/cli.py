@@ -418,9 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="in-plane matrix size of the generated scans (default 64)")
     p.add_argument("--folds", type=int, default=None, help="cross-validation folds, each trained (default 2)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stage1-epochs", type=int, default=None)
-    p.add_argument("--stage2-epochs", type=int, default=None)
-    p.add_argument("--iterations", type=int, default=None, help="iterations per epoch of both stages")
+    p.add_argument("--stage1-epochs", type=int, default=None, help="stage-1 epochs per fold (default 25)")
+    p.add_argument("--stage2-epochs", type=int, default=None, help="stage-2 epochs per fold (default 40)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="iterations per epoch of both stages (default 20 for stage 1, 25 for stage 2)")
     p.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"],
                    help="cuda: nnU-Net's GPU configuration (3d_fullres) and schedule")
     p.set_defaults(func=_demo)

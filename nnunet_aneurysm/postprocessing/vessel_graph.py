@@ -146,7 +146,7 @@ def build_vessel_graph(vessel_probability: np.ndarray, spacing, artery_labels: n
     owner, ball = _around(index, _ball_offsets(ball_mm, spacing), full_mask.shape)
     nodes["artery"] = 0
     if artery_labels is not None:
-        labels = np.asarray(artery_labels).astype(int)[tuple(ball.T)]
+        labels = np.asarray(artery_labels)[tuple(ball.T)].astype(int)  # index first: no whole-array copy
         keep = labels > 0
         counts = np.zeros((len(nodes), labels.max(initial=0) + 1))
         np.add.at(counts, (owner[keep], labels[keep]), 1)
@@ -154,7 +154,7 @@ def build_vessel_graph(vessel_probability: np.ndarray, spacing, artery_labels: n
     nodes["aneurysm_probability"] = 0.0
     if aneurysm_probability is not None:
         best = np.zeros(len(nodes))
-        np.maximum.at(best, owner, np.asarray(aneurysm_probability, float)[tuple(ball.T)])
+        np.maximum.at(best, owner, np.asarray(aneurysm_probability)[tuple(ball.T)].astype(float))
         nodes["aneurysm_probability"] = best
     clock("features")
     return VesselGraph(nodes, edges)
