@@ -3,7 +3,8 @@
 All figures come from one run on the same patch, and are printed as ratios to PlainConvUNet
 configured the way nnU-Net's planner configures it for that patch (and, for the AKOrN and PINN
 additions, as overhead over their own backbone). Each network runs in a fresh subprocess so
-peak memory (CPU: max RSS growth; CUDA: max allocated) is its own.
+peak memory (CPU: max RSS growth; CUDA: max allocated) is its own. The kernels a step launches are
+counted too: on a GPU, small-tensor work (AKOrN's Euler loop) costs launches, not FLOPs.
 
     python benchmarks/networks.py --patch 96 96 96 --threads 2 [--device cuda]
 """
@@ -80,6 +81,38 @@ def step(model, x, device):
     loss.backward()
 
 
+# aten ops that only re-describe or allocate memory: no kernel runs for them
+NO_KERNEL_OPS = {
+    "aten::_reshape_alias", "aten::_unsafe_view", "aten::alias", "aten::as_strided", "aten::as_strided_",
+    "aten::chunk", "aten::detach", "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::expand",
+    "aten::flatten", "aten::lift_fresh", "aten::mH", "aten::mT", "aten::narrow", "aten::numpy_T",
+    "aten::permute", "aten::reshape", "aten::resize_", "aten::resolve_conj", "aten::resolve_neg",
+    "aten::result_type", "aten::select", "aten::set_", "aten::slice", "aten::split", "aten::squeeze",
+    "aten::t", "aten::to", "aten::transpose", "aten::unbind", "aten::unflatten", "aten::unsqueeze",
+    "aten::view"}
+
+
+def kernels_per_step(model, x, device) -> int:
+    """Kernels one training step launches: on CUDA the profiler's kernel count; on the CPU the innermost
+    aten ops that compute (views, allocations and no-op casts left out), which a GPU launches about once
+    each. Where a step is launch-bound (small tensors: AKOrN's Euler loop on 4^3 regions), time follows
+    this count, not the FLOPs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    model.zero_grad(set_to_none=True)
+    with profile(activities=activities) as prof:
+        step(model, x, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    events = prof.events()
+    if device.type == "cuda":
+        return sum(e.device_type == torch.autograd.DeviceType.CUDA for e in events)
+    computes = [e for e in events if e.name.startswith("aten::") and e.name not in NO_KERNEL_OPS]
+    return sum(not any(c.name.startswith("aten::") and c.name not in NO_KERNEL_OPS for c in e.cpu_children)
+               for e in computes)  # innermost computing ops only: aten::conv3d -> ... -> one kernel
+
+
 def current_rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
@@ -111,7 +144,7 @@ def measure(name, patch, batch, threads, device_name, repeats, queue):
     else:  # peak resident set over what the process held before building the model
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
     queue.put({"name": name, "params": sum(p.numel() for p in model.parameters()),
-               "seconds": statistics.median(times), "peak_bytes": peak})
+               "seconds": statistics.median(times), "peak_bytes": peak, "kernels": kernels_per_step(model, x, device)})
 
 
 def main():
@@ -141,24 +174,27 @@ def main():
             runs[name].append(queue.get())
             print(f"round {round_ + 1}: {name} {runs[name][-1]['seconds']:.3f} s", flush=True)
     rows = {name: {"params": r[0]["params"], "seconds": statistics.median(x["seconds"] for x in r),
-                   "peak_bytes": max(x["peak_bytes"] for x in r)} for name, r in runs.items()}
+                   "peak_bytes": max(x["peak_bytes"] for x in r), "kernels": r[0]["kernels"]}
+            for name, r in runs.items()}
 
     base = rows.get("PlainConvUNet")
     print(f"\npatch {args.patch}, batch {args.batch}, {args.threads} threads, device {args.device}, "
           f"median over {args.rounds} interleaved rounds of the median of {args.repeats} fwd+bwd after 3 warm-ups")
     print(f"{'network':24s} {'params (M)':>10s} {'s/step':>8s} {'peak MB':>9s} "
-          f"{'x faster':>9s} {'x fewer params':>15s} {'mem ratio':>10s}")
+          f"{'x faster':>9s} {'x fewer params':>15s} {'mem ratio':>10s} {'kernels':>8s}")
     for name, r in rows.items():
         ratios = ("", "", "")
         if base:
             ratios = (f"{base['seconds'] / r['seconds']:.2f}", f"{base['params'] / r['params']:.2f}",
                       f"{r['peak_bytes'] / base['peak_bytes']:.2f}")
         print(f"{name:24s} {r['params'] / 1e6:10.2f} {r['seconds']:8.3f} {r['peak_bytes'] / 1e6:9.0f} "
-              f"{ratios[0]:>9s} {ratios[1]:>15s} {ratios[2]:>10s}")
+              f"{ratios[0]:>9s} {ratios[1]:>15s} {ratios[2]:>10s} {r['kernels']:8d}")
     for extra, backbone in (("WaveFormer+AKOrN", "WaveFormer"), ("WaveFormer+AKOrN+PINN", "WaveFormer+AKOrN")):
         if extra in rows and backbone in rows:
             overhead = rows[extra]["seconds"] / rows[backbone]["seconds"] - 1
-            print(f"overhead of {extra} over {backbone}: {100 * overhead:+.1f} % time")
+            more = rows[extra]["kernels"] / rows[backbone]["kernels"] - 1
+            print(f"overhead of {extra} over {backbone}: {100 * overhead:+.1f} % time, {100 * more:+.1f} % kernels "
+                  f"per step (what a launch-bound GPU step pays)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "rows": rows}, f, indent=2)
