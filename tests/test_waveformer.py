@@ -147,6 +147,32 @@ def test_a_stimulus_shared_by_all_regions_synchronises_the_oscillators():
     assert shared > 0.9 and shared > unrelated + 0.2
 
 
+def _euler_as_written(layer: AKOrNLayer, features: torch.Tensor) -> torch.Tensor:
+    """The paper's update step by step: x <- normalise(x + h (Omega x + Proj_x(c + J x)))."""
+    n = layer.n
+    c = layer.stimulus(torch.nn.functional.adaptive_avg_pool3d(features, layer.grid)).unflatten(1, (-1, n))
+    omega = layer.omega - layer.omega.transpose(1, 2)
+    x = layer.initial.expand(features.shape[0], -1, -1, -1, -1).to(features.dtype)
+    for _ in range(layer.steps):
+        coupled = torch.nn.functional.conv3d(layer.coupling_space(x), layer.coupling_mix.weight)
+        xg, drive = x.unflatten(1, (-1, n)), c + coupled.unflatten(1, (-1, n))
+        projected = drive - (drive * xg).sum(2, keepdim=True) * xg
+        rotation = torch.einsum("gij,bgjdhw->bgidhw", omega, xg)
+        x = xg + layer.step_size * (rotation + projected)
+        x = (x / x.norm(dim=2, keepdim=True)).flatten(1, 2)
+    return x
+
+
+@pytest.mark.parametrize("step_size", [1.0, 0.3])
+def test_fused_euler_loop_is_the_papers_update(step_size):
+    torch.manual_seed(0)
+    layer = AKOrNLayer(16, n=4, steps=5, step_size=step_size).double()
+    with torch.no_grad():
+        layer.omega.normal_()  # a rotation that matters
+    features = torch.randn(2, 16, 8, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(layer.oscillate(features), _euler_as_written(layer, features), rtol=0, atol=1e-12)
+
+
 def test_akorn_parameter_count_and_coupling_cost():
     """dim 256, n 4: stimulus 65.8 k + coupling 27.6 k (grouped 3x3x3) + 65.5 k (pointwise) + omega 1 k
     + readout 263 k = 424 k parameters; a dense 3x3x3 coupling alone would be 1.77 M."""

@@ -82,7 +82,7 @@ class AKOrNLayer(nn.Module):
         self.stimulus = nn.Sequential(PointwiseConv3d(dim, dim), nn.GroupNorm(groups, dim))  # c
         self.coupling_space = nn.Conv3d(dim, dim, coupling_kernel, padding=coupling_kernel // 2, groups=groups,
                                         bias=False)  # J within a group, across neighbouring regions
-        self.coupling_mix = PointwiseConv3d(dim, dim, bias=False)  # J across groups, same region
+        self.coupling_mix = PointwiseConv3d(dim, dim, bias=False)  # J across groups, same region (its weight)
         self.omega = nn.Parameter(torch.randn(groups, n, n) * 0.1)  # Omega_g = W - W^T
         generator = torch.Generator().manual_seed(seed)
         self.register_buffer("initial", group_normalise(torch.randn(1, dim, grid, grid, grid, generator=generator), n))
@@ -91,25 +91,36 @@ class AKOrNLayer(nn.Module):
         self.last_order_parameter: torch.Tensor | None = None
         self.last_trajectory: tuple[torch.Tensor, torch.Tensor] | None = None  # (x_0, x_T), for diagnostics
 
-    def natural_rotation(self, x: torch.Tensor) -> torch.Tensor:
-        """Omega_g x per group and region, with Omega_g anti-symmetric (a pure rotation rate)."""
+    def rotation_matrix(self) -> torch.Tensor:
+        """[C, C] block-diagonal: Omega_g = W_g - W_g^T (anti-symmetric, a pure rotation rate) per group."""
         omega = self.omega - self.omega.transpose(1, 2)  # [G, n, n]
-        g = x.unflatten(1, (-1, self.n))  # [B, G, n, ...]
-        return torch.einsum("gij,bgj...->bgi...", omega, g).flatten(1, 2)
-
-    def _project(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Remove from y its component along x, per oscillator (the tangent-space projection)."""
-        yg, xg = y.unflatten(1, (-1, self.n)), x.unflatten(1, (-1, self.n))
-        return (yg - (yg * xg).sum(dim=2, keepdim=True) * xg).flatten(1, 2)
+        groups = omega.shape[0]
+        eye = torch.eye(groups, dtype=omega.dtype, device=omega.device)
+        return (eye[:, None, :, None] * omega[:, :, None, :]).reshape(groups * self.n, groups * self.n)
 
     def oscillate(self, features: torch.Tensor) -> torch.Tensor:
-        """Pooled features -> final unit oscillators [B, C, g, g, g]."""
+        """Pooled features -> final unit oscillators [B, C, g, g, g].
+
+        One Euler step is x <- normalise(x + h (Omega x + Proj_x(c + J x))), written in few kernels
+        (on a GPU this small-tensor loop costs launches, not FLOPs):
+        * Omega x + J_mix (J_space x) is one batched product of [Omega | W_mix] with [x; J_space x],
+          with c added by the same call;
+        * Proj_x(Omega x) = Omega x, as <Omega x, x> = 0 for an anti-symmetric Omega, so the whole
+          drive is Proj_x(y) with y = Omega x + c + J x;
+        * x + h Proj_x(y) = h (y + (1/h - <y, x>) x): one fused multiply-add, and the factor h goes
+          with the renormalisation.
+        """
         c = self.stimulus(F.adaptive_avg_pool3d(features, self.grid))
-        x = self.initial.expand(features.shape[0], -1, -1, -1, -1).to(c.dtype)
+        batch, dim, *regions = c.shape
+        x = self.initial.expand(batch, -1, -1, -1, -1).to(c.dtype)
         start = x
+        weights = torch.cat([self.rotation_matrix(), self.coupling_mix.weight.flatten(1)], dim=1)  # [C, 2C]
+        weights, stimulus = weights.to(c.dtype).expand(batch, -1, -1), c.flatten(2)
         for _ in range(self.steps):
-            drive = self.natural_rotation(x) + self._project(c + self.coupling_mix(self.coupling_space(x)), x)
-            x = group_normalise(x + self.step_size * drive, self.n)
+            y = torch.baddbmm(stimulus, weights, torch.cat([x, self.coupling_space(x)], dim=1).flatten(2))
+            yg, xg = y.unflatten(1, (-1, self.n)), x.flatten(2).unflatten(1, (-1, self.n))  # [B, G, n, M]
+            z = torch.addcmul(yg, (1.0 / self.step_size) - (yg * xg).sum(dim=2, keepdim=True), xg)
+            x = group_normalise(z.reshape(batch, dim, *regions), self.n)
         self.last_trajectory = (start.detach(), x.detach())
         return x
 
