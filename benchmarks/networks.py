@@ -96,7 +96,8 @@ def kernels_per_step(model, x, device) -> int:
     """Kernels one training step launches: on CUDA the profiler's kernel count; on the CPU the innermost
     aten ops that compute (views, allocations and no-op casts left out), which a GPU launches about once
     each. Where a step is launch-bound (small tensors: AKOrN's Euler loop on 4^3 regions), time follows
-    this count, not the FLOPs."""
+    this count, not the FLOPs. The CPU count is a proxy: it also counts the per-batch clones of
+    ``bmm``'s CPU backward, which a GPU does not launch."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
