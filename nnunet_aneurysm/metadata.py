@@ -7,7 +7,7 @@ zero-filled: :class:`MetadataTable` counts every miss so trainers can report the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +90,28 @@ class MetadataTable:
         """Misses since the last call (a trainer reports them once per epoch)."""
         count, self.missing = self.missing, 0
         return count
+
+
+def read_modalities(path: Path | str) -> dict[str, str]:
+    """case id -> modality as train.csv spells it, from ``metadata.csv`` (an empty cell is left out)."""
+    table = pd.read_csv(path, dtype={"case_id": str})
+    if {"case_id", "Modality"} - set(table.columns):
+        raise ValueError(f"{path} lacks the columns case_id and Modality")
+    return {row.case_id: row.Modality for row in table.itertuples() if isinstance(row.Modality, str)}
+
+
+def modality_balanced_probabilities(modalities: Sequence[str | None]) -> np.ndarray:
+    """Sampling probability of each case such that every modality is drawn equally often.
+
+    Why: a rare modality whose vessels look different (dark flow voids on T2, a single T1post
+    case in a fold) is otherwise drawn too seldom to be learnt in a short schedule. Cases
+    without a modality form one group of their own.
+    """
+    groups = pd.Series([m if m else "unknown" for m in modalities], dtype=object)
+    if groups.empty:
+        return np.zeros(0)
+    weights = 1.0 / groups.map(groups.value_counts()).to_numpy(float)
+    return weights / weights.sum()
 
 
 def read_series_targets(path: Path | str) -> dict[str, np.ndarray]:

@@ -1,7 +1,14 @@
-"""The stage-2 trainer's small pure pieces: patch targets, the physics NaN guard, loss choice rules."""
+"""The trainers' small pure pieces: patch targets, the physics NaN guard, loss choice rules, modality-balanced
+sampling."""
 
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
 import torch
 
+from nnunet_aneurysm.metadata import modality_balanced_probabilities
+from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
 from nnunet_aneurysm.trainers.waveformer import finite_or_none, patch_targets
 
 
@@ -48,3 +55,29 @@ def test_a_step_the_grad_scaler_skips_is_reported_so_dual_variables_skip_it_too(
     assert not torch.equal(owner.network.weight, before)
     plain = _step_owner(None)  # CPU training: no scaler, every step is taken
     assert AneurysmTrainerBase.backward_and_step(plain, plain.network(torch.ones(1, 2)).sum()) is True
+
+
+def test_modality_balanced_probabilities_give_every_modality_the_same_share():
+    modalities = ["CTA"] * 6 + ["MRI T2"] * 2 + [None] + ["MRA"]
+    p = modality_balanced_probabilities(modalities)
+    assert p.shape == (10,) and np.isclose(p.sum(), 1.0)
+    shares = pd.Series(p).groupby([m or "unknown" for m in modalities]).sum()
+    assert np.allclose(shares.to_numpy(), 0.25)  # 4 groups, each drawn a quarter of the time
+    assert np.isclose(p[6], 3 * p[0])  # a T2 case is drawn three times as often as a CTA case
+
+
+def test_the_trainer_sets_the_probabilities_on_its_training_loader(tmp_path, monkeypatch):
+    dataset = tmp_path / "Dataset901_X"
+    dataset.mkdir()
+    pd.DataFrame({"case_id": ["a", "b", "c", "d"], "Modality": ["CTA", "CTA", "CTA", "MRI T2"]}).to_csv(
+        dataset / "metadata.csv", index=False)
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path))
+    logged = []
+    trainer = SimpleNamespace(plans_manager=SimpleNamespace(dataset_name="Dataset901_X"),
+                              print_to_log_file=logged.append)
+    for augmenter in (SimpleNamespace(data_loader=SimpleNamespace(indices=["d", "a", "b", "c"])),  # no DA workers
+                      SimpleNamespace(generator=SimpleNamespace(indices=["d", "a", "b", "c"]))):  # with workers
+        AneurysmTrainerBase.balance_modalities(trainer, augmenter)
+        loader = getattr(augmenter, "data_loader", None) or augmenter.generator
+        assert np.allclose(loader.sampling_probabilities, [0.5, 1 / 6, 1 / 6, 1 / 6])
+    assert "{'CTA': 3, 'MRI T2': 1}" in logged[0]

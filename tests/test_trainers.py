@@ -57,6 +57,8 @@ def test_stage1_logs_union_and_per_label_vessel_metrics_and_never_mirrors(demo_e
         assert picture.shape[:2] == (4 * 250, 800)  # one 8 x 2.5 inch panel per logged metric at 100 dpi
         assert picture[..., :3].std() > 0.05  # drawn, not blank
         assert logged["lrs"][0] < 1e-3  # AdamW's warm-up, not nnU-Net's SGD at 1e-2
+        log = "".join(p.read_text() for p in (folder / fold).glob("training_log_*.txt"))
+        assert "modality-balanced sampling, training cases per modality" in log
 
 
 def test_validation_rerun_with_npz(demo_env):

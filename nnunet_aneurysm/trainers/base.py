@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_pickle
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
@@ -32,6 +34,7 @@ from torch import nn
 from torch.optim.lr_scheduler import _LRScheduler
 
 from nnunet_aneurysm.left_right import flip_left_right, left_right_axis
+from nnunet_aneurysm.metadata import modality_balanced_probabilities, read_modalities
 
 SCHEDULE_KEYS = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch", "save_every", "seed")
 
@@ -109,6 +112,8 @@ class AneurysmTrainerBase(AneurysmScheduledNNUNetTrainer):
     adamw_lr: float | None = None
     adamw_weight_decay = 1e-2
     warmup_fraction = 0.1
+    # draw training cases so that every modality (metadata.csv beside the raw dataset) is drawn equally often
+    modality_balanced_sampling = False
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -129,6 +134,26 @@ class AneurysmTrainerBase(AneurysmScheduledNNUNetTrainer):
         self._left_right_axes: dict[str, int] = {}
         for key in self.extra_metrics:  # after __init__, where subclasses may still add metrics
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
+
+    def get_dataloaders(self):
+        train, val = super().get_dataloaders()
+        if self.modality_balanced_sampling:
+            self.balance_modalities(train)
+        return train, val
+
+    def balance_modalities(self, augmenter) -> None:
+        """Set the training loader's per-case probabilities (before its workers start, which copy it)."""
+        loader = augmenter.data_loader if hasattr(augmenter, "data_loader") else augmenter.generator
+        path = Path(os.environ.get("nnUNet_raw", "")) / self.plans_manager.dataset_name / "metadata.csv"
+        if not path.is_file():
+            self.print_to_log_file(f"no {path}: training cases are drawn uniformly, not balanced by modality")
+            return
+        known = read_modalities(path)
+        modalities = [known.get(str(case)) for case in loader.indices]
+        loader.sampling_probabilities = modality_balanced_probabilities(modalities)
+        counts = pd.Series([m or "unknown" for m in modalities]).value_counts().sort_index()
+        self.print_to_log_file("modality-balanced sampling, training cases per modality (each modality drawn "
+                               f"equally often): {counts.to_dict()}")
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         rotation, dummy_2d, initial_patch, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
