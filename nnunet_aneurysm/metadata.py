@@ -100,16 +100,18 @@ def read_modalities(path: Path | str) -> dict[str, str]:
     return {row.case_id: row.Modality for row in table.itertuples() if isinstance(row.Modality, str)}
 
 
+def modality_groups(modalities: Sequence[str | None]) -> pd.Series:
+    """Each case's modality, "unknown" where there is none (one group of its own)."""
+    return pd.Series([m or "unknown" for m in modalities], dtype=object)
+
+
 def modality_balanced_probabilities(modalities: Sequence[str | None]) -> np.ndarray:
     """Sampling probability of each case such that every modality is drawn equally often.
 
     Why: a rare modality whose vessels look different (dark flow voids on T2, a single T1post
-    case in a fold) is otherwise drawn too seldom to be learnt in a short schedule. Cases
-    without a modality form one group of their own.
+    case in a fold) is otherwise drawn too seldom to be learnt in a short schedule.
     """
-    groups = pd.Series([m if m else "unknown" for m in modalities], dtype=object)
-    if groups.empty:
-        return np.zeros(0)
+    groups = modality_groups(modalities)
     weights = 1.0 / groups.map(groups.value_counts()).to_numpy(float)
     return weights / weights.sum()
 

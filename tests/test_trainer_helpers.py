@@ -75,6 +75,7 @@ def test_the_trainer_sets_the_probabilities_on_its_training_loader(tmp_path, mon
     logged = []
     trainer = SimpleNamespace(plans_manager=SimpleNamespace(dataset_name="Dataset901_X"),
                               print_to_log_file=logged.append)
+    trainer.raw_metadata_path = lambda: AneurysmTrainerBase.raw_metadata_path(trainer)
     for augmenter in (SimpleNamespace(data_loader=SimpleNamespace(indices=["d", "a", "b", "c"])),  # no DA workers
                       SimpleNamespace(generator=SimpleNamespace(indices=["d", "a", "b", "c"]))):  # with workers
         AneurysmTrainerBase.balance_modalities(trainer, augmenter)

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-import pandas as pd
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_pickle
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
@@ -34,7 +33,7 @@ from torch import nn
 from torch.optim.lr_scheduler import _LRScheduler
 
 from nnunet_aneurysm.left_right import flip_left_right, left_right_axis
-from nnunet_aneurysm.metadata import modality_balanced_probabilities, read_modalities
+from nnunet_aneurysm.metadata import modality_balanced_probabilities, modality_groups, read_modalities
 
 SCHEDULE_KEYS = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch", "save_every", "seed")
 
@@ -141,17 +140,21 @@ class AneurysmTrainerBase(AneurysmScheduledNNUNetTrainer):
             self.balance_modalities(train)
         return train, val
 
+    def raw_metadata_path(self) -> Path:
+        """The converter's ``metadata.csv`` beside this dataset's raw images (age, sex, modality, labels)."""
+        return Path(os.environ.get("nnUNet_raw", "")) / self.plans_manager.dataset_name / "metadata.csv"
+
     def balance_modalities(self, augmenter) -> None:
         """Set the training loader's per-case probabilities (before its workers start, which copy it)."""
         loader = augmenter.data_loader if hasattr(augmenter, "data_loader") else augmenter.generator
-        path = Path(os.environ.get("nnUNet_raw", "")) / self.plans_manager.dataset_name / "metadata.csv"
+        path = self.raw_metadata_path()
         if not path.is_file():
             self.print_to_log_file(f"no {path}: training cases are drawn uniformly, not balanced by modality")
             return
         known = read_modalities(path)
         modalities = [known.get(str(case)) for case in loader.indices]
         loader.sampling_probabilities = modality_balanced_probabilities(modalities)
-        counts = pd.Series([m or "unknown" for m in modalities]).value_counts().sort_index()
+        counts = modality_groups(modalities).value_counts().sort_index()
         self.print_to_log_file("modality-balanced sampling, training cases per modality (each modality drawn "
                                f"equally often): {counts.to_dict()}")
 

@@ -23,7 +23,6 @@ Variants are one ``-tr`` apart: ``AneurysmWaveFormerBaselineTrainer`` (neither A
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +132,7 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
         self.class_loss = CLASS_LOSSES[self.class_loss_name]().to(self.device)
         super().initialize()
         self.collocation = R3Population(self.collocation_points)
-        raw = Path(os.environ.get("nnUNet_raw", "")) / self.plans_manager.dataset_name / "metadata.csv"
+        raw = self.raw_metadata_path()
         self.metadata = self._read_table(raw, MetadataTable.read, MetadataTable())
         self.series_targets = self._read_table(raw, read_series_targets, {})
         self.proximal = ProximalTerm(self.network.parameters(), self.proximal_weight) \
