@@ -117,6 +117,7 @@ def stage1_on_heldout(workdir: Path, folds: int) -> dict:
     from nnunet_aneurysm.dataset_conversion.geometry import to_sitk
     from nnunet_aneurysm.inference.pipeline_file import read_pipeline
     from nnunet_aneurysm.inference.stage1 import Stage1Model
+    from nnunet_aneurysm.metadata import encode_metadata, metadata_from_header
 
     pipeline = read_pipeline(workdir / "pipeline" / "pipeline.json")
     model = Stage1Model(pipeline.resolve(pipeline.stage1.folder), pipeline.stage1.folds)
@@ -128,7 +129,8 @@ def stage1_on_heldout(workdir: Path, folds: int) -> dict:
         reference = to_sitk(np.zeros(volume.array.shape, np.float32), volume.geometry)
         truth = sitk.GetArrayFromImage(sitk.Resample(sitk.ReadImage(str(seg_file)), reference, sitk.Transform(),
                                                      sitk.sitkNearestNeighbor, 0)) > 0
-        predicted = model.predict(volume.array, volume.geometry).vessel_probability > 0.5
+        metadata = encode_metadata(*metadata_from_header(volume.header))
+        predicted = model.predict(volume.array, volume.geometry, metadata).vessel_probability > 0.5
         tp += int((predicted & truth).sum())
         fp += int((predicted & ~truth).sum())
         fn += int((~predicted & truth).sum())

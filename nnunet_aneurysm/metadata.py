@@ -20,6 +20,19 @@ METADATA_COLUMNS = ("PatientAge", "PatientSex", "Modality")
 METADATA_DIM = 3 + len(MODALITIES)
 
 
+# How arteries look against their surroundings: bright on CTA, TOF-MRA and contrast T1, dark flow voids on T2
+VESSEL_POLARITY = {"CTA": 1.0, "MRA": 1.0, "MRI T2": -1.0, "MRI T1post": 1.0}
+
+
+def polarity_gain_weights() -> list[float]:
+    """Weights ``w`` [METADATA_DIM] such that ``1 + w . encode_metadata(...)`` is the modality's vessel
+    polarity (+1, or -1 for T2) and 1 where the modality is unknown: stage 1's initial input gain."""
+    weights = [0.0] * METADATA_DIM
+    for i, modality in enumerate(MODALITIES):
+        weights[3 + i] = VESSEL_POLARITY[modality] - 1.0
+    return weights
+
+
 def metadata_from_header(header: dict[str, str]) -> tuple[float | None, str | None, str | None]:
     """(age in years, 'Female'/'Male', modality as train.csv spells it) from a series' DICOM header.
 

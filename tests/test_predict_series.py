@@ -128,3 +128,27 @@ def test_a_broken_pipeline_file_is_one_clear_error(quick_demo, tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(body))
     with pytest.raises(ValueError, match="lacks folds"):
         read_pipeline(tmp_path / "bad.json")
+
+
+def test_stage1_sees_the_modality_read_from_the_dicom_header(pipeline, tmp_path):
+    # T2 vessels are dark: stage 1's FiLM layers must be told the modality, which inference reads from DICOM
+    from nnunet_aneurysm.dataset_conversion.dicom_reader import read_series
+    from nnunet_aneurysm.dataset_conversion.synthetic import make_series
+    from nnunet_aneurysm.metadata import encode_metadata
+
+    _, _, truth = make_series(tmp_path / "t2", 0, 98, 48, 0.0, 0.0, "MRI T2", "axial", False, 0)
+    folder = tmp_path / "t2" / "series" / truth.series_uid
+    seen = []
+    predict = pipeline.stage1.predict
+    pipeline.stage1.predict = lambda image, geometry, metadata=None: seen.append(metadata) or predict(
+        image, geometry, metadata)
+    try:
+        pipeline.predict(folder)
+    finally:
+        pipeline.stage1.predict = predict
+    expected = encode_metadata(None, None, "MRI T2")
+    assert len(seen) == 1 and np.array_equal(seen[0][3:], expected[3:])  # the modality one-hot, from the header
+    volume = read_series(folder)
+    as_t2 = predict(volume.array, volume.geometry, seen[0]).probabilities
+    as_cta = predict(volume.array, volume.geometry, encode_metadata(None, None, "CTA")).probabilities
+    assert np.abs(as_t2 - as_cta).max() > 1e-4  # and the fold models do condition on it

@@ -1,5 +1,5 @@
 """The trainers' small pure pieces: patch targets, the physics NaN guard, loss choice rules, modality-balanced
-sampling."""
+sampling, per-case metadata in stage 1's validation."""
 
 from types import SimpleNamespace
 
@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nnunet_aneurysm.metadata import modality_balanced_probabilities
+from nnunet_aneurysm.metadata import MetadataTable, encode_metadata, modality_balanced_probabilities
 from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
+from nnunet_aneurysm.trainers.segformer3d import conditioning_dataset
 from nnunet_aneurysm.trainers.waveformer import finite_or_none, patch_targets
 
 
@@ -82,3 +83,20 @@ def test_the_trainer_sets_the_probabilities_on_its_training_loader(tmp_path, mon
         loader = getattr(augmenter, "data_loader", None) or augmenter.generator
         assert np.allclose(loader.sampling_probabilities, [0.5, 1 / 6, 1 / 6, 1 / 6])
     assert "{'CTA': 3, 'MRI T2': 1}" in logged[0]
+
+
+def test_stage1_validation_conditions_the_network_on_each_case_it_loads():
+    # nnU-Net's validation loads a case, then its predictor calls the network with the image alone
+    table = MetadataTable({"t2": encode_metadata(60, "Female", "MRI T2"), "cta": encode_metadata(40, "Male", "CTA")})
+    network = SimpleNamespace(condition=None)
+
+    class Dataset:
+        def load_case(self, identifier):
+            return f"image of {identifier}"
+
+    dataset = conditioning_dataset(Dataset, network, table)()
+    for case in ("t2", "cta", "t2"):
+        assert dataset.load_case(case) == f"image of {case}"
+        assert np.array_equal(network.condition.numpy(), table.vectors[case])
+    dataset.load_case("unknown")
+    assert not network.condition.any() and table.take_missing() == 1  # zeros, and counted

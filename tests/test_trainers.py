@@ -52,9 +52,10 @@ def test_stage1_logs_union_and_per_label_vessel_metrics_and_never_mirrors(demo_e
         logged = checkpoint["logging"]
         for key in ("union_recall", "union_dice", "vessel_recall", "vessel_dice"):
             assert len(logged[key]) == 1 and 0.0 <= logged[key][0] <= 1.0, key
+        assert logged["metadata_missing"] == [0]  # every case's metadata (modality) reached FiLM
         assert checkpoint["inference_allowed_mirroring_axes"] is None  # left/right labels: no mirror TTA
         picture = matplotlib.image.imread(folder / fold / "progress_extra.png")
-        assert picture.shape[:2] == (4 * 250, 800)  # one 8 x 2.5 inch panel per logged metric at 100 dpi
+        assert picture.shape[:2] == (5 * 250, 800)  # one 8 x 2.5 inch panel per logged metric at 100 dpi
         assert picture[..., :3].std() > 0.05  # drawn, not blank
         assert logged["lrs"][0] < 1e-3  # AdamW's warm-up, not nnU-Net's SGD at 1e-2
         log = "".join(p.read_text() for p in (folder / fold).glob("training_log_*.txt"))

@@ -30,6 +30,7 @@ from nnunet_aneurysm.dataset_conversion.geometry import geometry_of, write_nifti
 from nnunet_aneurysm.dataset_conversion.localizers import draw_spheres
 from nnunet_aneurysm.inference.out_of_fold import fold_groups
 from nnunet_aneurysm.inference.stage1 import Stage1Model, VesselPrediction
+from nnunet_aneurysm.metadata import MetadataTable
 from nnunet_aneurysm.nnunet_env import trained_folds
 from nnunet_aneurysm.roi import Roi, RoiSettings, find_roi, resample_to_roi
 from nnunet_aneurysm.stages import (
@@ -102,6 +103,7 @@ def build_roi_dataset(raw: Path, aneurysms_dataset: str, output_dataset: str, st
                   f"{list(group.folds)} (not out-of-fold for cases that stage 1 trained on)")
     for sub in ("imagesTr", "labelsTr", "rois"):
         (dst / sub).mkdir(parents=True, exist_ok=True)
+    vectors = MetadataTable.read(src / "metadata.csv")
     bar = tqdm(total=len(metadata), disable=not progress, desc="stage 1 -> ROI dataset", unit="case")
     for group in groups:
         todo = [c for c in group.cases if not (dst / "labelsTr" / f"{c}{FILE_ENDING}").is_file()]
@@ -113,8 +115,8 @@ def build_roi_dataset(raw: Path, aneurysms_dataset: str, output_dataset: str, st
             scan_image = sitk.ReadImage(str(src / "imagesTr" / channel_file(case, 0)))
             scan = geometry_of(scan_image)
             image = sitk.GetArrayFromImage(scan_image).astype(np.float32)
-            write_roi_case(dst, case, image, scan, model.predict(image, scan), settings, localizers,
-                           sphere_radius_mm, group.out_of_fold)
+            vessels = model.predict(image, scan, vectors.lookup([case])[0])
+            write_roi_case(dst, case, image, scan, vessels, settings, localizers, sphere_radius_mm, group.out_of_fold)
             bar.update()
     bar.close()
     finish_roi_dataset(src, dst, metadata["case_id"])

@@ -105,7 +105,7 @@ class SeriesPipeline:
         return True
 
     def _stage1(self, result: SeriesResult, path: Path) -> bool:
-        result.vessels = self.stage1.predict(result.volume.array, result.volume.geometry)
+        result.vessels = self.stage1.predict(result.volume.array, result.volume.geometry, result.metadata)
         return True
 
     def _roi(self, result: SeriesResult, path: Path) -> bool:

@@ -3,11 +3,13 @@ flip test-time augmentation that swaps the labels of the flipped prediction back
 
 The network was trained with the same flip (``left_right.flip_left_right``), never with plain
 mirroring, so its labels keep their sides; nnU-Net's own mirror TTA would average a left ICA with
-a right one and is left off.
+a right one and is left off. The series' metadata (modality above all: T2 vessels are dark) reach the
+network's FiLM layers through ``SegFormer3D.conditioned``, since nnU-Net's predictor passes the image alone.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,12 +53,23 @@ class Stage1Model:
                                                                    None, None, True)
         return np.asarray(probabilities, np.float32)
 
-    def predict(self, image: np.ndarray, geometry: Geometry) -> VesselPrediction:
+    @contextmanager
+    def _conditioned(self, metadata: np.ndarray | None):
+        network = getattr(self.predictor.network, "_orig_mod", self.predictor.network)
+        if not getattr(network, "metadata_dim", 0):
+            yield
+            return
+        with network.conditioned(None if metadata is None else torch.as_tensor(metadata, dtype=torch.float32)):
+            yield
+
+    def predict(self, image: np.ndarray, geometry: Geometry, metadata: np.ndarray | None = None) -> VesselPrediction:
+        """``metadata``: the series' vector (``metadata.encode_metadata``); None is the unknown vector."""
         properties = nnunet_properties(geometry)
-        probabilities = self._probabilities(image, properties)
-        if self.flip_tta:
-            axis = scan_left_right_axis(geometry)
-            flipped = self._probabilities(np.flip(image, axis).copy(), properties)
-            back = swap_class_channels(torch.from_numpy(np.flip(flipped, axis + 1).copy()), dim=0).numpy()
-            probabilities = (probabilities + back) / 2
+        with self._conditioned(metadata):
+            probabilities = self._probabilities(image, properties)
+            if self.flip_tta:
+                axis = scan_left_right_axis(geometry)
+                flipped = self._probabilities(np.flip(image, axis).copy(), properties)
+                back = swap_class_channels(torch.from_numpy(np.flip(flipped, axis + 1).copy()), dim=0).numpy()
+                probabilities = (probabilities + back) / 2
         return VesselPrediction(probabilities)

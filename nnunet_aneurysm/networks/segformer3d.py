@@ -6,7 +6,13 @@ Differences from the official code, and why:
 * BatchNorm is replaced by GroupNorm (same parameter count) so batch size 1-2 trains;
 * optional deep supervision: auxiliary 1x1 heads on the 1/8, 1/16 and 1/32 projections;
 * optional ``refine_head``: the 1/4-resolution logits are upsampled and refined by two light
-  convolutions that also see a full-resolution stem of the image, for thin vessels.
+  convolutions that also see a full-resolution stem of the image, for thin vessels;
+* optional ``metadata_dim``: series metadata (age, sex, modality) enter by FiLM at the output of
+  every encoder stage and of the refinement stem. Vessels are bright on CTA, MRA and T1post and
+  dark flow voids on T2: trained beside the bright modalities without knowing which it sees, stage
+  1 found no T2 vessel at all, while the same network trained on T2 alone found 0.80 of them.
+  With ``input_gain`` the image is also multiplied by a learnt gain ``1 + w . metadata``, ``w``
+  initialised so that each modality's vessels start bright (T2's image sign-flipped).
 
 With the defaults (the paper's configuration), 4 input channels and 3 classes the model has
 4.51 M parameters.
@@ -15,13 +21,16 @@ With the defaults (the paper's configuration), 4 input channels and 3 classes th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from nnunet_aneurysm.networks.blocks import TransformerBlock, norm3d, to_tokens, to_volume
 from nnunet_aneurysm.networks.fast_conv import DepthwiseConv3d, PointwiseConv3d
+from nnunet_aneurysm.networks.film import FiLM
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -55,13 +64,16 @@ class MixVisionEncoder(nn.Module):
             self.norms.append(nn.LayerNorm(dim))
             prev = dim
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, films: nn.ModuleList | None = None,
+                metadata: torch.Tensor | None = None) -> list[torch.Tensor]:
         features = []
-        for embed, blocks, norm in zip(self.embeds, self.stages, self.norms):
+        for i, (embed, blocks, norm) in enumerate(zip(self.embeds, self.stages, self.norms)):
             tokens, shape = embed(x)
             for block in blocks:
                 tokens = block(tokens, shape)
             x = to_volume(norm(tokens), shape)
+            if films is not None:  # after the stage's LayerNorm: the next embedding conv and the decoder's
+                x = films[i](x, metadata)  # Linear mix channels before any normalisation
             features.append(x)  # stage i: [B, C_i, S / (4 * 2**i)]
         return features
 
@@ -120,10 +132,12 @@ class AllMLPDecoder(nn.Module):
 class RefinementHead(nn.Module):
     """Upsampled coarse logits + a full-resolution image stem -> light separable convs -> logits."""
 
-    def __init__(self, in_channels: int, num_classes: int, stem_channels: int = 8, hidden: int = 8):
+    def __init__(self, in_channels: int, num_classes: int, stem_channels: int = 8, hidden: int = 8,
+                 metadata_dim: int = 0):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv3d(in_channels, stem_channels, 3, padding=1),
                                   norm3d(stem_channels), nn.LeakyReLU(inplace=True))
+        self.film = FiLM(stem_channels, metadata_dim) if metadata_dim else None  # before the pointwise mix
         # pointwise -> depthwise 3x3x3 -> pointwise: a 3x3x3 receptive field at a few MACs a voxel
         self.refine = nn.Sequential(
             PointwiseConv3d(stem_channels + num_classes, hidden), norm3d(hidden), nn.LeakyReLU(inplace=True),
@@ -131,9 +145,12 @@ class RefinementHead(nn.Module):
             PointwiseConv3d(hidden, num_classes),
         )
 
-    def forward(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, coarse: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
         up = F.interpolate(coarse, size=image.shape[2:], mode="trilinear", align_corners=False)
-        return up + self.refine(torch.cat([self.stem(image), up], dim=1))
+        stem = self.stem(image)
+        if self.film is not None:
+            stem = self.film(stem, metadata)
+        return up + self.refine(torch.cat([stem, up], dim=1))
 
 
 def paper_config() -> dict:
@@ -154,6 +171,11 @@ class SegFormer3D(nn.Module):
 
     Output: full-resolution logits ``[B, K, D, H, W]``, or with deep supervision a list of
     logits at scales ``deep_supervision_scales`` (highest resolution first).
+
+    With ``metadata_dim``, ``forward(x, metadata)`` takes the series' vectors ``[B, metadata_dim]``
+    (``metadata.encode_metadata``). nnU-Net's predictor calls ``forward(x)``: the vector then comes
+    from :meth:`conditioned` (our trainer's validation and our inference set it per case), else it
+    is the unknown vector (zeros), which is what stock ``nnUNetv2_predict`` gets.
     """
 
     total_stride = 32
@@ -173,12 +195,27 @@ class SegFormer3D(nn.Module):
         decoder_dim: int = 256,
         dropout: float = 0.0,
         refine_head: bool = False,
+        metadata_dim: int = 0,
+        input_gain: Sequence[float] | None = None,
     ):
         super().__init__()
         self.encoder = MixVisionEncoder(input_channels, embed_dims, depths, num_heads, sr_ratios,
                                         mlp_ratios, patch_kernels, patch_strides)
         self.decoder = AllMLPDecoder(embed_dims, decoder_dim, num_classes, dropout, deep_supervision)
-        self.refinement = RefinementHead(input_channels, num_classes) if refine_head else None
+        self.refinement = RefinementHead(input_channels, num_classes, metadata_dim=metadata_dim) \
+            if refine_head else None
+        self.metadata_dim = metadata_dim
+        self.films = nn.ModuleList(FiLM(d, metadata_dim) for d in embed_dims) if metadata_dim else None
+        self.input_gain = None
+        if input_gain is not None:  # [metadata_dim] initial weights: the image's gain is 1 + w . metadata
+            if len(input_gain) != metadata_dim:
+                raise ValueError(f"input_gain has {len(input_gain)} weights for metadata of {metadata_dim}")
+            self.input_gain = nn.Linear(metadata_dim, input_channels)
+            with torch.no_grad():
+                self.input_gain.weight.copy_(torch.tensor(input_gain, dtype=torch.float32).expand(input_channels, -1))
+                self.input_gain.bias.fill_(1.0)
+        # what forward(x) without metadata uses: [metadata_dim] (one series) or [B, metadata_dim]; see conditioned()
+        self.condition: torch.Tensor | None = None
         strides, s = [], 1
         for st in patch_strides:
             s *= st
@@ -187,12 +224,39 @@ class SegFormer3D(nn.Module):
         # output scales (fraction of the input size) in the order of the deep-supervision list
         self.deep_supervision_scales = [1.0] + [1.0 / st for st in strides[1:]]
 
-    def forward(self, x: torch.Tensor):
+    @contextmanager
+    def conditioned(self, metadata: torch.Tensor | np.ndarray | None):
+        """Within the block, a ``forward(x)`` without metadata uses this vector ([metadata_dim], one series,
+        any batch) or these ([B, metadata_dim]): how per-case metadata reach a network that nnU-Net's
+        sliding-window predictor calls with the image alone."""
+        previous, self.condition = self.condition, None if metadata is None else torch.as_tensor(metadata)
+        try:
+            yield self
+        finally:
+            self.condition = previous
+
+    def _metadata(self, x: torch.Tensor, metadata: torch.Tensor | None) -> torch.Tensor | None:
+        if not self.metadata_dim:
+            return None
+        if metadata is None:
+            metadata = self.condition if self.condition is not None else x.new_zeros(self.metadata_dim)
+        metadata = metadata.to(device=x.device, dtype=x.dtype)
+        if metadata.dim() == 1:
+            metadata = metadata.expand(x.shape[0], -1)
+        if metadata.shape != (x.shape[0], self.metadata_dim):
+            raise ValueError(f"metadata {tuple(metadata.shape)} for a batch of {x.shape[0]}: expected "
+                             f"({x.shape[0]}, {self.metadata_dim})")
+        return metadata
+
+    def forward(self, x: torch.Tensor, metadata: torch.Tensor | None = None):
         if any(s % self.total_stride for s in x.shape[2:]):
             raise ValueError(f"patch {tuple(x.shape[2:])} must be divisible by {self.total_stride}")
-        coarse, aux = self.decoder(self.encoder(x))
+        metadata = self._metadata(x, metadata)
+        if self.input_gain is not None:
+            x = x * self.input_gain(metadata)[:, :, None, None, None]
+        coarse, aux = self.decoder(self.encoder(x, self.films, metadata))
         if self.refinement is not None:
-            logits = self.refinement(x, coarse)
+            logits = self.refinement(x, coarse, metadata)
         else:
             logits = F.interpolate(coarse, size=x.shape[2:], mode="trilinear", align_corners=False)
         if self.decoder.deep_supervision:
