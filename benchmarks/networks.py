@@ -36,6 +36,7 @@ def plain_conv_unet(patch):
 
 
 def build(name, patch):
+    from nnunet_aneurysm.metadata import METADATA_DIM, polarity_gain_weights
     from nnunet_aneurysm.networks.segformer3d import SegFormer3D
     from nnunet_aneurysm.networks.waveformer import WaveFormer
 
@@ -44,6 +45,8 @@ def build(name, patch):
         "PlainConvUNet": lambda: plain_conv_unet(patch),
         "SegFormer3D": lambda: SegFormer3D(1, NUM_CLASSES),
         "SegFormer3D+refine": lambda: SegFormer3D(1, NUM_CLASSES, refine_head=True),
+        "SegFormer3D+refine+meta": lambda: SegFormer3D(1, NUM_CLASSES, refine_head=True, metadata_dim=METADATA_DIM,
+                                                       input_gain=polarity_gain_weights()),  # stage 1 as planned
         "WaveFormer": lambda: WaveFormer(3, NUM_CLASSES, **stage2),
         "WaveFormer+AKOrN": lambda: WaveFormer(3, NUM_CLASSES, akorn={}, **stage2),
         "WaveFormer+AKOrN+PINN": lambda: WaveFormer(3, NUM_CLASSES, akorn={}, pinn={}, **stage2),
@@ -159,7 +162,7 @@ def main():
     parser.add_argument("--only", nargs="*", default=None, help="subset of networks")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args()
-    names = args.only or ["PlainConvUNet", "SegFormer3D", "SegFormer3D+refine", "WaveFormer",
+    names = args.only or ["PlainConvUNet", "SegFormer3D", "SegFormer3D+refine", "SegFormer3D+refine+meta", "WaveFormer",
                           "WaveFormer+AKOrN", "WaveFormer+AKOrN+PINN"]
     ctx = mp.get_context("spawn")
     runs: dict[str, list[dict]] = {name: [] for name in names}
@@ -190,7 +193,8 @@ def main():
                       f"{r['peak_bytes'] / base['peak_bytes']:.2f}")
         print(f"{name:24s} {r['params'] / 1e6:10.2f} {r['seconds']:8.3f} {r['peak_bytes'] / 1e6:9.0f} "
               f"{ratios[0]:>9s} {ratios[1]:>15s} {ratios[2]:>10s} {r['kernels']:8d}")
-    for extra, backbone in (("WaveFormer+AKOrN", "WaveFormer"), ("WaveFormer+AKOrN+PINN", "WaveFormer+AKOrN")):
+    for extra, backbone in (("WaveFormer+AKOrN", "WaveFormer"), ("WaveFormer+AKOrN+PINN", "WaveFormer+AKOrN"),
+                            ("SegFormer3D+refine+meta", "SegFormer3D+refine")):
         if extra in rows and backbone in rows:
             overhead = rows[extra]["seconds"] / rows[backbone]["seconds"] - 1
             more = rows[extra]["kernels"] / rows[backbone]["kernels"] - 1

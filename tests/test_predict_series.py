@@ -82,8 +82,8 @@ def test_a_scan_without_vessels_is_read_by_stage2_in_a_box_centred_on_the_scan(p
     the pipeline does when stage 1 finds no vessel, not about stage 1."""
     real_predict = pipeline.stage1.predict
 
-    def finds_nothing(image, geometry):
-        vessels = real_predict(image, geometry)
+    def finds_nothing(image, geometry, metadata=None):
+        vessels = real_predict(image, geometry, metadata)
         vessels.probabilities[:] = 0.0
         vessels.probabilities[0] = 1.0
         return vessels
