@@ -73,10 +73,13 @@ def _roi_dataset(args: argparse.Namespace) -> int:
     our_trainers_visible()
     aneurysms = dataset_name(args.aneurysms)
     model_dir = model_folder(args.vessels, args.trainer, args.plans, args.configuration)
-    settings = RoiSettings(tuple(args.size_mm), args.spacing_mm)
+    fixed = args.vessel_threshold is not None
+    if fixed and not 0.0 < args.vessel_threshold < 1.0:
+        raise UserInputError(f"--vessel-threshold must lie in (0, 1), not {args.vessel_threshold}")
+    settings = RoiSettings(tuple(args.size_mm), args.spacing_mm, args.vessel_threshold if fixed else 0.5)
     try:
         folder = build_roi_dataset(raw, aneurysms, stage2_dataset_name(args.output_id, aneurysms), model_dir,
-                                   args.device, settings)
+                                   args.device, settings, choose_threshold=not fixed)
     except FileNotFoundError as err:
         raise UserInputError(str(err)) from None
     print(f"wrote {folder}")
@@ -309,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "like nnU-Net's cascade), find its vessel region of interest (a fixed box "
                                      "around the vessels' median, patient-aligned) and write DatasetOUT_<name>ROI: "
                                      "image, vessel probability and artery labels on the ROI grid, the aneurysm "
-                                     "labels drawn there, and roi.csv (where each ROI lies in its scan).")
+                                     "labels drawn there, and roi.csv (where each ROI lies in its scan). Stage 1's "
+                                     "vessel threshold is first chosen out-of-fold (F2, recall first) on training "
+                                     "cases with vessel labels: vessel_operating_point.json.")
     p.add_argument("--vessels", required=True, help="stage-1 (vessel) dataset id or name")
     p.add_argument("--aneurysms", required=True, help="aneurysm dataset id or name")
     p.add_argument("--output-id", type=int, required=True)
@@ -320,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ROI extent along S-I, A-P, L-R in mm (default %(default)s)")
     p.add_argument("--spacing-mm", type=float, default=RoiSettings.spacing_mm,
                    help="ROI voxel size in mm (default %(default)s)")
+    p.add_argument("--vessel-threshold", type=float, default=None,
+                   help="a fixed threshold on stage 1's vessel probability instead of the out-of-fold choice")
     p.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"])
     p.set_defaults(func=_roi_dataset)
 

@@ -28,13 +28,14 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_aneurysm.dataset_conversion.geometry import Geometry, to_sitk
+from nnunet_aneurysm.inference.vessel_threshold import DEFAULT_THRESHOLD
 
 
 @dataclass(frozen=True)
 class RoiSettings:
     size_mm: tuple[float, float, float] = (72.0, 72.0, 96.0)  # numpy axes of the ROI: S-I, A-P, L-R
     spacing_mm: float = 1.5
-    vessel_threshold: float = 0.5  # on stage 1's vessel probability
+    vessel_threshold: float = DEFAULT_THRESHOLD  # stage 1 union vessel mask: probability >= this
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -70,7 +71,7 @@ def roi_from_row(row) -> Roi:
 
 def find_roi(vessel_probability: np.ndarray, scan: Geometry, settings: RoiSettings = RoiSettings()) -> Roi:
     """The ROI of a scan from stage 1's vessel probability on the scan's grid ([k, j, i])."""
-    index = np.argwhere(vessel_probability > settings.vessel_threshold)
+    index = np.argwhere(vessel_probability >= settings.vessel_threshold)
     fallback = len(index) == 0
     if fallback:
         centre = scan.voxel_to_patient((np.array(vessel_probability.shape, float)[None] - 1) / 2)[0]

@@ -84,6 +84,13 @@ def test_the_roi_dataset_has_stage1_channels_on_one_patient_aligned_grid(quick_d
     assert images[0].GetDirection() == pytest.approx(np.eye(3).ravel())  # patient axes: orientation-free
     arteries = sitk.GetArrayFromImage(images[2])
     assert np.array_equal(arteries, np.round(arteries)) and arteries.min() >= 0 and arteries.max() <= 13
+    # stage 1's vessel threshold, chosen out-of-fold before the ROIs, is the one the pipeline file carries
+    from nnunet_aneurysm.inference.pipeline_file import read_pipeline
+    from nnunet_aneurysm.inference.vessel_threshold import OperatingPoint
+
+    point = OperatingPoint.read(raw)
+    assert point is not None and 0 < point.threshold < 1 and point.scans > 0
+    assert read_pipeline(quick_demo / "pipeline" / "pipeline.json").roi_settings().vessel_threshold == point.threshold
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """``nnunet-aneurysm pipeline init``: a pipeline file from trained models.
 
 The ROI settings are read from the stage-2 dataset's ``roi.csv`` (shape and spacing of the ROIs
-stage 2 was trained on), so inference crops exactly as training did; the fallback row is the
+stage 2 was trained on) and ``vessel_operating_point.json`` (stage 1's vessel threshold), so
+inference crops and labels arteries exactly as training did; the fallback row is the
 training prevalence of each column (``metadata.csv``).
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from nnunet_aneurysm.inference.pipeline_file import ModelEntry, Pipeline, relative_to
+from nnunet_aneurysm.inference.vessel_threshold import vessel_threshold_of
 from nnunet_aneurysm.labels import SUBMISSION_COLUMNS
 from nnunet_aneurysm.nnunet_env import dataset_name, model_folder, require_env, trained_folds
 from nnunet_aneurysm.roi import RoiSettings
@@ -29,13 +31,14 @@ def _entry(dataset: str, trainer: str, plans: str, configuration: str, folds, pi
 
 
 def roi_settings_of(stage2_raw: Path) -> RoiSettings:
+    """Shape and spacing of the ROIs stage 2 was trained on; stage 1's vessel threshold chosen for them."""
     rois = pd.read_csv(stage2_raw / ROI_FILE)
     shapes, spacings = set(rois["shape"]), set(rois["spacing_mm"].round(6))
     if len(shapes) != 1 or len(spacings) != 1:
         raise ValueError(f"{stage2_raw / ROI_FILE} holds ROIs of several shapes or spacings")
     spacing = float(spacings.pop())
     shape = [int(v) for v in shapes.pop().split("x")]
-    return RoiSettings(tuple(s * spacing for s in shape), spacing)
+    return RoiSettings(tuple(s * spacing for s in shape), spacing, vessel_threshold_of(stage2_raw))
 
 
 def init_pipeline(output: Path, stage1: str, stage2: str, stage1_trainer: str, stage2_trainer: str,

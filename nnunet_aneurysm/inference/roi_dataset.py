@@ -7,6 +7,10 @@ Each case becomes, on its ROI grid (``roi.py``: fixed physical box, patient-alig
   ``_0002`` stage 1's artery labels (nearest neighbour: never interpolated);
 * the label: a ball around every localizer point (``localizers.csv``), drawn on the ROI grid.
 
+First, stage 1's vessel threshold (its union mask: the ROI's placement and the artery labels) is
+chosen out-of-fold on training cases with vessel labels (``vessel_threshold.py``) and written to
+``vessel_operating_point.json``; ``pipeline init`` carries it into the pipeline file.
+
 Beside it: ``roi.csv`` (each case's ROI centre in patient mm, shape, spacing, whether the
 no-vessel fallback was used, whether its stage-1 input was out-of-fold), the aneurysm dataset's
 ``metadata.csv``, ``splits_final.json`` and ``localizers.csv``. Resumable: a case whose label
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +35,7 @@ from nnunet_aneurysm.dataset_conversion.geometry import geometry_of, write_nifti
 from nnunet_aneurysm.dataset_conversion.localizers import draw_spheres
 from nnunet_aneurysm.inference.out_of_fold import fold_groups
 from nnunet_aneurysm.inference.stage1 import Stage1Model, VesselPrediction
+from nnunet_aneurysm.inference.vessel_threshold import OperatingPoint, VesselCounts
 from nnunet_aneurysm.metadata import MetadataTable
 from nnunet_aneurysm.nnunet_env import trained_folds
 from nnunet_aneurysm.roi import Roi, RoiSettings, find_roi, resample_to_roi
@@ -42,6 +48,8 @@ from nnunet_aneurysm.stages import (
     stage2_dataset_json_entries,
 )
 
+THRESHOLD_CASES_PER_FOLD = 8  # millions of voxels: plenty for one threshold; each costs one more stage-1 run
+
 
 def roi_channels(image: np.ndarray, scan, vessels: VesselPrediction, settings: RoiSettings
                  ) -> tuple[Roi, list[np.ndarray]]:
@@ -50,7 +58,8 @@ def roi_channels(image: np.ndarray, scan, vessels: VesselPrediction, settings: R
     channels = [np.zeros(0)] * 3
     channels[0] = resample_to_roi(image, scan, roi)
     channels[VESSEL_CHANNEL] = resample_to_roi(vessels.vessel_probability, scan, roi)
-    channels[ARTERY_CHANNEL] = resample_to_roi(vessels.artery_labels, scan, roi, labels=True)
+    channels[ARTERY_CHANNEL] = resample_to_roi(vessels.artery_labels(settings.vessel_threshold), scan, roi,
+                                              labels=True)
     return roi, channels
 
 
@@ -86,10 +95,41 @@ def finish_roi_dataset(src: Path, dst: Path, cases) -> None:
             shutil.copyfile(src / name, dst / name)
 
 
+def choose_operating_point(src: Path, vessel_labels: Path, stage1_dir: Path, groups, vectors: MetadataTable,
+                           device: str, cases_per_group: int = THRESHOLD_CASES_PER_FOLD,
+                           progress: bool = True) -> OperatingPoint:
+    """Stage 1's recall-first vessel threshold from out-of-fold predictions of up to ``cases_per_group``
+    training cases with vessel labels per fold group (``vessel_threshold.py``)."""
+    counts = VesselCounts.empty()
+    chosen = [(g, [c for c in g.cases if (vessel_labels / f"{c}{FILE_ENDING}").is_file()][:cases_per_group])
+              for g in groups if g.out_of_fold]
+    bar = tqdm(total=sum(len(c) for _, c in chosen), disable=not progress, desc="stage 1 operating point",
+               unit="case")
+    for group, cases in chosen:
+        if not cases:
+            continue
+        model = Stage1Model(stage1_dir, group.folds, torch.device(device))
+        for case in cases:
+            scan_image = sitk.ReadImage(str(src / "imagesTr" / channel_file(case, 0)))
+            image = sitk.GetArrayFromImage(scan_image).astype(np.float32)
+            vessels = model.predict(image, geometry_of(scan_image), vectors.lookup([case])[0])
+            truth = sitk.GetArrayFromImage(sitk.ReadImage(str(vessel_labels / f"{case}{FILE_ENDING}"))) > 0
+            counts.add(vessels.vessel_probability, truth)
+            bar.update()
+    bar.close()
+    if counts.scans == 0:
+        raise FileNotFoundError(f"no out-of-fold training case with vessel labels in {vessel_labels}: cannot "
+                                f"choose stage 1's vessel threshold (pass --vessel-threshold)")
+    return OperatingPoint.from_counts(counts)
+
+
 def build_roi_dataset(raw: Path, aneurysms_dataset: str, output_dataset: str, stage1_dir: Path,
                       device: str = "cpu", settings: RoiSettings = RoiSettings(),
-                      sphere_radius_mm: float = SPHERE_RADIUS_MM, progress: bool = True) -> Path:
-    """Write ``output_dataset`` under ``raw``; returns its folder."""
+                      sphere_radius_mm: float = SPHERE_RADIUS_MM, progress: bool = True,
+                      choose_threshold: bool = True) -> Path:
+    """Write ``output_dataset`` under ``raw``; returns its folder. ``choose_threshold``: stage 1's vessel
+    threshold is chosen out-of-fold (on the vessel dataset of ``stage1_dir``, written to
+    ``vessel_operating_point.json``) instead of ``settings.vessel_threshold``."""
     src, dst = raw / aneurysms_dataset, raw / output_dataset
     metadata = pd.read_csv(src / "metadata.csv", dtype={"case_id": str})
     localizers = read_localizers(src)
@@ -104,6 +144,14 @@ def build_roi_dataset(raw: Path, aneurysms_dataset: str, output_dataset: str, st
     for sub in ("imagesTr", "labelsTr", "rois"):
         (dst / sub).mkdir(parents=True, exist_ok=True)
     vectors = MetadataTable.read(src / "metadata.csv")
+    if choose_threshold:
+        point = OperatingPoint.read(dst)
+        if point is None:
+            point = choose_operating_point(src, raw / stage1_dir.parent.name / "labelsTr", stage1_dir, groups,
+                                           vectors, device, progress=progress)
+            point.save(dst)
+        print(f"stage 1 {point.describe()}")
+        settings = replace(settings, vessel_threshold=point.threshold)
     bar = tqdm(total=len(metadata), disable=not progress, desc="stage 1 -> ROI dataset", unit="case")
     for group in groups:
         todo = [c for c in group.cases if not (dst / "labelsTr" / f"{c}{FILE_ENDING}").is_file()]

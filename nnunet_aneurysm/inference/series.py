@@ -124,12 +124,11 @@ class SeriesPipeline:
         """Graph -> GAT -> stacker, once per fold model; the stacker's outputs averaged over them."""
         if self.stacker is None and not self.gats:
             return True
-        from nnunet_aneurysm.postprocessing.features import fold_row, series_graph
+        from nnunet_aneurysm.postprocessing.features import fold_row, series_graph, vessel_volume_mm3
         from nnunet_aneurysm.postprocessing.gat import graph_candidates
-        from nnunet_aneurysm.stages import VESSEL_CHANNEL
 
         geometry = result.roi.geometry
-        volume = float((result.channels[VESSEL_CHANNEL] > 0.5).sum() * np.prod(geometry.spacing))
+        volume = vessel_volume_mm3(result.channels, geometry.spacing, self.roi_settings.vessel_threshold)
         rows, result.graphs, candidates = [], [], []
         for fold, readout, fold_map in zip(self.pipeline.stage2.folds, result.stage2.folds,
                                            result.stage2.fold_probabilities):

@@ -35,10 +35,12 @@ class VesselPrediction:
         """P(any artery) = 1 - P(background), [k, j, i]."""
         return 1.0 - self.probabilities[0]
 
-    @property
-    def artery_labels(self) -> np.ndarray:
-        """The most probable class id per voxel (0 = no vessel), uint8 [k, j, i]."""
-        return self.probabilities.argmax(0).astype(np.uint8)
+    def artery_labels(self, vessel_threshold: float) -> np.ndarray:
+        """uint8 [k, j, i]: each voxel of the union vessel mask (vessel probability >= ``vessel_threshold``,
+        stage 1's operating point) labelled with its most probable artery (class id), 0 elsewhere. Below 0.5
+        the mask holds voxels whose single most probable class is background: they keep their artery."""
+        mask = self.vessel_probability >= vessel_threshold
+        return np.where(mask, self.probabilities[1:].argmax(0) + 1, 0).astype(np.uint8)
 
 
 class Stage1Model:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from nnunet_aneurysm.dataset_conversion.geometry import geometry_of
 from nnunet_aneurysm.inference.stage2 import FoldReadout, Stage2Model
+from nnunet_aneurysm.inference.vessel_threshold import vessel_threshold_of
 from nnunet_aneurysm.labels import NUM_LOCATIONS, SUBMISSION_COLUMNS
 from nnunet_aneurysm.metadata import METADATA_DIM, MetadataTable
 from nnunet_aneurysm.postprocessing.gat import GATScorer, graph_readout
@@ -64,6 +65,11 @@ def fold_row(readout: FoldReadout, graph: VesselGraph, gat: GATScorer | None, ve
     return row
 
 
+def vessel_volume_mm3(channels: list[np.ndarray], spacing, vessel_threshold: float) -> float:
+    """The volume (mm^3) of stage 1's union vessel mask in an ROI, at stage 1's operating point."""
+    return float((channels[VESSEL_CHANNEL] >= vessel_threshold).sum() * np.prod(spacing))
+
+
 def series_graph(channels: list[np.ndarray], aneurysm_map: np.ndarray, spacing) -> VesselGraph:
     """The vessel graph of an ROI: stage 1's vessel probability and artery labels, stage 2's P(any aneurysm)."""
     return build_vessel_graph(channels[VESSEL_CHANNEL], spacing, channels[ARTERY_CHANNEL], 1.0 - aneurysm_map[0],
@@ -93,6 +99,7 @@ def out_of_fold_features(raw: Path, stage2_dir: Path, out: Path, device: str = "
     import torch
 
     metadata_table = pd.read_csv(raw / "metadata.csv", dtype={"case_id": str})
+    threshold = vessel_threshold_of(raw)
     vectors = MetadataTable.read(raw / "metadata.csv")
     (out / "rows").mkdir(parents=True, exist_ok=True)
     folds = sorted(metadata_table["fold"].unique())
@@ -113,7 +120,7 @@ def out_of_fold_features(raw: Path, stage2_dir: Path, out: Path, device: str = "
             prediction = model.predict(channels, roi, metadata)
             graph = series_graph(channels, prediction.fold_probabilities[0], roi.spacing)
             save_graph(graph, out / "graphs", case)
-            volume = float((channels[VESSEL_CHANNEL] > 0.5).sum() * np.prod(roi.spacing))
+            volume = vessel_volume_mm3(channels, roi.spacing, threshold)
             row = {"case_id": case, "fold": int(fold), "source_fold": int(fold),
                    **fold_row(prediction.folds[0], graph, None, volume, metadata)}
             (out / "rows" / f"{case}.json").write_text(json.dumps(row))
