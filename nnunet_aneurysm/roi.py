@@ -28,14 +28,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_aneurysm.dataset_conversion.geometry import Geometry, to_sitk
-from nnunet_aneurysm.inference.vessel_threshold import DEFAULT_THRESHOLD
 
 
 @dataclass(frozen=True)
 class RoiSettings:
     size_mm: tuple[float, float, float] = (72.0, 72.0, 96.0)  # numpy axes of the ROI: S-I, A-P, L-R
     spacing_mm: float = 1.5
-    vessel_threshold: float = DEFAULT_THRESHOLD  # stage 1 union vessel mask: probability >= this
+    vessel_threshold: float = 0.5  # stage 1's union vessel mask: probability >= this (vessel_threshold.py)
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_aneurysm.roi import RoiSettings
+
 BINS = 100
 BETA = 2.0  # recall first
-DEFAULT_THRESHOLD = 0.5  # a stage-2 dataset written before the choice existed, or by hand
 OPERATING_POINT_FILE = "vessel_operating_point.json"
 
 
@@ -101,4 +102,4 @@ class OperatingPoint:
 def vessel_threshold_of(stage2_raw: Path) -> float:
     """The vessel threshold a stage-2 ROI dataset was written with."""
     point = OperatingPoint.read(stage2_raw)
-    return point.threshold if point else DEFAULT_THRESHOLD
+    return point.threshold if point else RoiSettings.vessel_threshold  # written before the choice existed
