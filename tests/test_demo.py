@@ -51,7 +51,7 @@ def test_the_out_of_fold_table_only_holds_out_of_fold_rows(quick_demo):
 def test_report_files_exist(quick_demo):
     report = quick_demo / "report"
     page = (report / "index.html").read_text()
-    for name in ("roc_present.png", "roc_locations.png"):
+    for name in ("roc_present.png", "roc_locations.png", "vessel_threshold.png"):
         assert (report / "images" / name).stat().st_size > 0 and f"images/{name}" in page
     assert "Do the modules earn their cost?" in page and (report / "ablation.csv").is_file()
     ablation = pd.read_csv(report / "ablation.csv")

@@ -57,6 +57,8 @@ def test_operating_point_round_trips_and_refuses_bad_input(tmp_path):
     point = OperatingPoint.from_counts(counts)
     point.save(tmp_path)
     assert OperatingPoint.read(tmp_path) == point and OperatingPoint.read(tmp_path / "absent") is None
+    again = point.counts()  # the saved counts give back the same curves
+    assert again.at(0.3) == counts.at(0.3) and again.scans == counts.scans
     assert "out-of-fold" in point.describe()
     with pytest.raises(ValueError, match="differ in shape"):
         counts.add(np.zeros((2, 2, 2)), np.zeros((2, 2, 3), bool))

@@ -2,10 +2,11 @@
 
 Scores (weighted and per column, with bootstrap intervals) and ROC curves; the ablation table
 (head alone, stacker, stacker without each feature group) and how well the AKOrN order parameter
-and the PINN loss tell right calls from wrong ones; nnU-Net's training curves of every stage and
-fold; and, for held-out series the pipeline got right, wrongly flagged and missed, orthogonal
-slices through the candidate (vessel labels, aneurysm probability, the true localizer) and the
-vessel graph coloured by GAT score. Every axis is in millimetres.
+and the PINN loss tell right calls from wrong ones; stage 1's out-of-fold recall, precision and
+Dice against its vessel threshold; nnU-Net's training curves of every stage and fold; and, for
+held-out series the pipeline got right, wrongly flagged and missed, orthogonal slices through
+the candidate (vessel labels, aneurysm probability, the true localizer) and the vessel graph
+coloured by GAT score. Every axis is in millimetres.
 """
 
 from __future__ import annotations
@@ -122,6 +123,32 @@ def graph_figure(outputs: Path, title: str, out: Path) -> Path | None:
     return out
 
 
+def operating_point_figure(point, out: Path) -> Path | None:
+    """Stage 1's out-of-fold recall, precision and Dice of the union vessel mask against its threshold, with
+    the chosen (F-beta) threshold and 0.5 marked."""
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not point.vessel_counts:
+        return None
+    counts = point.counts()
+    edges = np.arange(1, len(counts.vessel)) / len(counts.vessel)
+    curves = pd.DataFrame([counts.at(t) for t in edges])
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name in ("recall", "precision", "dice"):
+        ax.plot(curves["threshold"], curves[name], label=name if name != "dice" else "Dice")
+    ax.axvline(point.threshold, color="k", lw=1, label=f"chosen (F{point.beta:g}): {point.threshold:.2f}")
+    ax.axvline(0.5, color="0.6", lw=1, ls="--", label="0.5")
+    ax.set_xlabel("threshold on stage 1's vessel probability")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title(f"stage 1, union vessel mask, out-of-fold ({point.scans} training series)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=70)
+    plt.close(fig)
+    return out
+
+
 def _table(frame: pd.DataFrame, digits: int = 3) -> str:
     return frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", na_rep="-", border=0,
                          classes="table")
@@ -185,6 +212,14 @@ def write_report(workdir: Path, seconds: dict[str, float] | None = None) -> Path
                         f"calls from its wrong ones: {aurocs['order_parameter']}; the PINN loss: "
                         f"{aurocs['pinn_loss']} ({aurocs['wrong_calls']} wrong of {aurocs['calls']} calls; 0.5 means "
                         f"no information).</p>")
+
+    from nnunet_aneurysm.inference.vessel_threshold import OperatingPoint
+
+    for folder in sorted(p.parent for p in (workdir / "nnUNet_raw").glob("*/vessel_operating_point.json")):
+        point = OperatingPoint.read(folder)
+        if operating_point_figure(point, report / "images" / "vessel_threshold.png") is not None:
+            sections.append(f"<h2>Stage 1's vessel threshold</h2><p>{html.escape(point.describe())}.</p>"
+                            "<img src='images/vessel_threshold.png' alt='stage 1 vessel threshold'>")
 
     curves = []
     for png in sorted((workdir / "nnUNet_results").rglob("progress*.png")):

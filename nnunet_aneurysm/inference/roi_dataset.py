@@ -151,6 +151,9 @@ def build_roi_dataset(raw: Path, aneurysms_dataset: str, output_dataset: str, st
                                            vectors, device, progress=progress)
             point.save(dst)
         print(f"stage 1 {point.describe()}")
+        if point.chosen["dice"] < 0.1:
+            print(f"warning: stage 1 barely separates vessels out of fold (Dice {point.chosen['dice']:.3f} at its "
+                  f"best threshold): the ROIs are placed almost blind; train stage 1 longer")
         settings = replace(settings, vessel_threshold=point.threshold)
     bar = tqdm(total=len(metadata), disable=not progress, desc="stage 1 -> ROI dataset", unit="case")
     for group in groups:

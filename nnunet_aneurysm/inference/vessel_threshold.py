@@ -77,11 +77,18 @@ class OperatingPoint:
     scans: int
     chosen: dict  # recall, precision, Dice at the threshold (out-of-fold)
     at_half: dict  # the same at 0.5, for comparison
+    vessel_counts: tuple[int, ...] = ()  # VesselCounts per bin, kept for the report's curves
+    background_counts: tuple[int, ...] = ()
 
     @classmethod
     def from_counts(cls, counts: VesselCounts, beta: float = BETA) -> OperatingPoint:
         threshold = choose_threshold(counts, beta)
-        return cls(threshold, beta, counts.scans, counts.at(threshold), counts.at(0.5))
+        return cls(threshold, beta, counts.scans, counts.at(threshold), counts.at(0.5),
+                   tuple(map(int, counts.vessel)), tuple(map(int, counts.background)))
+
+    def counts(self) -> VesselCounts:
+        return VesselCounts(np.array(self.vessel_counts, np.int64), np.array(self.background_counts, np.int64),
+                            self.scans)
 
     def save(self, folder: Path) -> Path:
         path = Path(folder) / OPERATING_POINT_FILE
@@ -91,7 +98,12 @@ class OperatingPoint:
     @classmethod
     def read(cls, folder: Path) -> OperatingPoint | None:
         path = Path(folder) / OPERATING_POINT_FILE
-        return cls(**json.loads(path.read_text())) if path.is_file() else None
+        if not path.is_file():
+            return None
+        fields = json.loads(path.read_text())
+        for name in ("vessel_counts", "background_counts"):
+            fields[name] = tuple(fields.get(name, ()))
+        return cls(**fields)
 
     def describe(self) -> str:
         return (f"vessel threshold {self.threshold:.2f} (F{self.beta:g}, out-of-fold, {self.scans} scans): recall "
