@@ -69,14 +69,15 @@ def _roi_dataset(args: argparse.Namespace) -> int:
     from nnunet_aneurysm.roi import RoiSettings
     from nnunet_aneurysm.stages import stage2_dataset_name
 
+    fixed = args.vessel_threshold is not None
+    if fixed and not 0.0 < args.vessel_threshold < 1.0:
+        raise UserInputError(f"--vessel-threshold must lie in (0, 1), not {args.vessel_threshold}")
     raw = require_env("nnUNet_raw", "nnUNet_results")["nnUNet_raw"]
     our_trainers_visible()
     aneurysms = dataset_name(args.aneurysms)
     model_dir = model_folder(args.vessels, args.trainer, args.plans, args.configuration)
-    fixed = args.vessel_threshold is not None
-    if fixed and not 0.0 < args.vessel_threshold < 1.0:
-        raise UserInputError(f"--vessel-threshold must lie in (0, 1), not {args.vessel_threshold}")
-    settings = RoiSettings(tuple(args.size_mm), args.spacing_mm, args.vessel_threshold if fixed else 0.5)
+    settings = RoiSettings(tuple(args.size_mm), args.spacing_mm,
+                           args.vessel_threshold if fixed else RoiSettings.vessel_threshold)
     try:
         folder = build_roi_dataset(raw, aneurysms, stage2_dataset_name(args.output_id, aneurysms), model_dir,
                                    args.device, settings, choose_threshold=not fixed)

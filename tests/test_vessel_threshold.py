@@ -79,3 +79,12 @@ def test_artery_labels_cover_the_mask_at_the_operating_point():
     assert prediction.artery_labels(0.5).ravel().tolist() == [3, 0, 9]  # argmax would say [0, 0, 9]
     assert prediction.artery_labels(0.15).ravel().tolist() == [3, 5, 9]
     assert prediction.artery_labels(0.7).ravel().tolist() == [0, 0, 9]
+
+
+def test_roi_dataset_refuses_a_threshold_outside_0_1_in_one_line(capsys):
+    from nnunet_aneurysm.cli import main
+
+    code = main(["roi-dataset", "--vessels", "101", "--aneurysms", "102", "--output-id", "103",
+                 "--vessel-threshold", "1.5"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == "nnunet-aneurysm roi-dataset: error: --vessel-threshold must lie in (0, 1), not 1.5"

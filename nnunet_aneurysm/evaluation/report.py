@@ -123,14 +123,12 @@ def graph_figure(outputs: Path, title: str, out: Path) -> Path | None:
     return out
 
 
-def operating_point_figure(point, out: Path) -> Path | None:
+def operating_point_figure(point, out: Path) -> Path:
     """Stage 1's out-of-fold recall, precision and Dice of the union vessel mask against its threshold, with
     the chosen (F-beta) threshold and 0.5 marked."""
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not point.vessel_counts:
-        return None
     counts = point.counts()
     edges = np.arange(1, len(counts.vessel)) / len(counts.vessel)
     curves = pd.DataFrame([counts.at(t) for t in edges])
@@ -215,11 +213,12 @@ def write_report(workdir: Path, seconds: dict[str, float] | None = None) -> Path
 
     from nnunet_aneurysm.inference.vessel_threshold import OperatingPoint
 
-    for folder in sorted(p.parent for p in (workdir / "nnUNet_raw").glob("*/vessel_operating_point.json")):
-        point = OperatingPoint.read(folder)
-        if operating_point_figure(point, report / "images" / "vessel_threshold.png") is not None:
-            sections.append(f"<h2>Stage 1's vessel threshold</h2><p>{html.escape(point.describe())}.</p>"
-                            "<img src='images/vessel_threshold.png' alt='stage 1 vessel threshold'>")
+    chosen = next((workdir / "nnUNet_raw").glob("*/vessel_operating_point.json"), None)  # the demo's ROI dataset
+    if chosen is not None:
+        point = OperatingPoint.read(chosen.parent)
+        operating_point_figure(point, report / "images" / "vessel_threshold.png")
+        sections.append(f"<h2>Stage 1's vessel threshold</h2><p>{html.escape(point.describe())}.</p>"
+                        "<img src='images/vessel_threshold.png' alt='stage 1 vessel threshold'>")
 
     curves = []
     for png in sorted((workdir / "nnUNet_results").rglob("progress*.png")):

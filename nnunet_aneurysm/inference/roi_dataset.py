@@ -147,7 +147,8 @@ def build_roi_dataset(raw: Path, aneurysms_dataset: str, output_dataset: str, st
     if choose_threshold:
         point = OperatingPoint.read(dst)
         if point is None:
-            point = choose_operating_point(src, raw / stage1_dir.parent.name / "labelsTr", stage1_dir, groups,
+            vessel_labels = raw / stage1_dir.parent.name / "labelsTr"  # results/<vessel dataset>/<model>/
+            point = choose_operating_point(src, vessel_labels, stage1_dir, groups,
                                            vectors, device, progress=progress)
             point.save(dst)
         print(f"stage 1 {point.describe()}")

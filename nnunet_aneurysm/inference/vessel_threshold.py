@@ -77,8 +77,8 @@ class OperatingPoint:
     scans: int
     chosen: dict  # recall, precision, Dice at the threshold (out-of-fold)
     at_half: dict  # the same at 0.5, for comparison
-    vessel_counts: tuple[int, ...] = ()  # VesselCounts per bin, kept for the report's curves
-    background_counts: tuple[int, ...] = ()
+    vessel_counts: tuple[int, ...]  # VesselCounts per bin, kept for the report's curves
+    background_counts: tuple[int, ...]
 
     @classmethod
     def from_counts(cls, counts: VesselCounts, beta: float = BETA) -> OperatingPoint:
@@ -101,9 +101,8 @@ class OperatingPoint:
         if not path.is_file():
             return None
         fields = json.loads(path.read_text())
-        for name in ("vessel_counts", "background_counts"):
-            fields[name] = tuple(fields.get(name, ()))
-        return cls(**fields)
+        return cls(**{**fields, "vessel_counts": tuple(fields["vessel_counts"]),
+                      "background_counts": tuple(fields["background_counts"])})
 
     def describe(self) -> str:
         return (f"vessel threshold {self.threshold:.2f} (F{self.beta:g}, out-of-fold, {self.scans} scans): recall "
