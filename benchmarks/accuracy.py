@@ -90,7 +90,7 @@ def training_seconds(folder: Path, folds: int) -> float:
 
 def baseline_submission(workdir: Path, model: Path, folds: int, heldout_ids: list[str]) -> pd.DataFrame:
     """The baseline's probabilities of the held-out series, from the ROIs the pipeline saved for them."""
-    from nnunet_aneurysm.dataset_conversion.geometry import geometry_of
+    from nnunet_aneurysm.geometry import geometry_of
     from nnunet_aneurysm.inference.nnunet_io import load_predictor, nnunet_properties
 
     predictor = load_predictor(model, list(range(folds)), torch.device("cpu"))
@@ -114,7 +114,7 @@ def stage1_on_heldout(workdir: Path, folds: int) -> dict:
     """Union vessel recall and Dice of the pipeline's stage 1 (fold ensemble, flip TTA) on held-out series
     with ground-truth vessel labels: at the pipeline's vessel threshold (chosen out-of-fold) and at 0.5."""
     from nnunet_aneurysm.dataset_conversion.dicom_reader import read_series
-    from nnunet_aneurysm.dataset_conversion.geometry import to_sitk
+    from nnunet_aneurysm.geometry import to_sitk
     from nnunet_aneurysm.inference.pipeline_file import read_pipeline
     from nnunet_aneurysm.inference.stage1 import Stage1Model
     from nnunet_aneurysm.inference.vessel_threshold import VesselCounts

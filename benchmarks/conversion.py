@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from nnunet_aneurysm.dataset_conversion.dicom_reader import read_series
-from nnunet_aneurysm.dataset_conversion.geometry import write_nifti
 from nnunet_aneurysm.dataset_conversion.synthetic import generate
+from nnunet_aneurysm.geometry import write_nifti
 
 
 def main():

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_aneurysm.dataset_conversion.geometry import Geometry, to_sitk
+from nnunet_aneurysm.geometry import Geometry, to_sitk
 
 
 @dataclass(frozen=True)

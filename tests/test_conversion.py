@@ -270,7 +270,7 @@ def test_cli_exit_status_counts_failures(tmp_path):
 
 
 def test_geometry_survives_a_nifti_round_trip_read_from_the_header(rsna, tmp_path):
-    from nnunet_aneurysm.dataset_conversion.geometry import read_geometry, write_nifti
+    from nnunet_aneurysm.geometry import read_geometry, write_nifti
 
     _, truths = rsna
     for i, truth in enumerate(truths.values()):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_aneurysm.dataset_conversion.geometry import Geometry
 from nnunet_aneurysm.dataset_conversion.synthetic import HEAD_FOV_MM, make_series
+from nnunet_aneurysm.geometry import Geometry
 from nnunet_aneurysm.inference.stage2 import flip_tta
 from nnunet_aneurysm.left_right import swap_class_channels, swap_labels, swap_series_columns
 from nnunet_aneurysm.roi import RoiSettings, find_roi, resample_to_roi, resample_to_scan
@@ -20,7 +20,7 @@ def head_scans(tmp_path_factory):
     import SimpleITK as sitk
 
     from nnunet_aneurysm.dataset_conversion.dicom_reader import read_series
-    from nnunet_aneurysm.dataset_conversion.geometry import to_sitk
+    from nnunet_aneurysm.geometry import to_sitk
 
     root = tmp_path_factory.mktemp("head")
     out = []

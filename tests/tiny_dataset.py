@@ -51,8 +51,8 @@ def write_ground_truth_roi_dataset(raw: Path, dataset_id: int, rsna: Path, n_ser
     import SimpleITK as sitk
 
     from nnunet_aneurysm.dataset_conversion.convert import convert, read_localizers
-    from nnunet_aneurysm.dataset_conversion.geometry import geometry_of
     from nnunet_aneurysm.dataset_conversion.synthetic import generate
+    from nnunet_aneurysm.geometry import geometry_of
     from nnunet_aneurysm.inference.roi_dataset import finish_roi_dataset, write_roi_case
     from nnunet_aneurysm.inference.stage1 import VesselPrediction
     from nnunet_aneurysm.roi import RoiSettings

@@ -28,9 +28,9 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from nnunet_aneurysm.dataset_conversion.dicom_reader import SeriesError, read_series
-from nnunet_aneurysm.dataset_conversion.geometry import PARTIAL_DIR, to_sitk, write_nifti
 from nnunet_aneurysm.dataset_conversion.localizers import draw_spheres, localizer_to_patient
 from nnunet_aneurysm.dataset_conversion.splits import nnunet_splits, stratified_folds
+from nnunet_aneurysm.geometry import PARTIAL_DIR, to_sitk, write_nifti
 from nnunet_aneurysm.labels import (
     BY_CLASS_ID,
     BY_NAME,

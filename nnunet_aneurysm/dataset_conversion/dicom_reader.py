@@ -30,7 +30,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from nnunet_aneurysm.dataset_conversion.geometry import Geometry
+from nnunet_aneurysm.geometry import Geometry
 
 UNEVEN_SPACING_TOLERANCE = 0.1  # relative deviation of a slice gap from the median gap
 

@@ -7,7 +7,7 @@ import ast
 import numpy as np
 
 from nnunet_aneurysm.dataset_conversion.dicom_reader import SeriesError, Volume
-from nnunet_aneurysm.dataset_conversion.geometry import Geometry
+from nnunet_aneurysm.geometry import Geometry
 
 
 def parse_coordinates(text: str) -> tuple[float, float, int]:

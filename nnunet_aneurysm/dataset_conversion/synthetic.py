@@ -26,8 +26,8 @@ from pydicom.uid import generate_uid
 from tqdm import tqdm
 
 from nnunet_aneurysm.dataset_conversion.dicom_writer import SeriesInfo, write_multiframe, write_single_frame_series
-from nnunet_aneurysm.dataset_conversion.geometry import Geometry, write_nifti
 from nnunet_aneurysm.dataset_conversion.phantom import Phantom, add_aneurysms, render, vessel_tree
+from nnunet_aneurysm.geometry import Geometry, write_nifti
 from nnunet_aneurysm.labels import (
     BY_CLASS_ID,
     CLASS_TO_COWSEG,

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from nnunet_aneurysm.dataset_conversion.geometry import geometry_of
+from nnunet_aneurysm.geometry import geometry_of
 from nnunet_aneurysm.labels import ID_COLUMN, LOCALIZER_COLUMNS, PRESENT_COLUMN, SUBMISSION_COLUMNS
 
 

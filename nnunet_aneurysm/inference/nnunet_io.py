@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nnunet_aneurysm.dataset_conversion.geometry import Geometry
+from nnunet_aneurysm.geometry import Geometry
 from nnunet_aneurysm.nnunet_env import our_trainers_visible
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from nnunet_aneurysm.dataset_conversion.geometry import Geometry, write_nifti
+from nnunet_aneurysm.geometry import Geometry, write_nifti
 from nnunet_aneurysm.labels import BY_CLASS_ID, SUBMISSION_COLUMNS
 from nnunet_aneurysm.stages import ARTERY_CHANNEL, VESSEL_CHANNEL
 

@@ -31,8 +31,8 @@ import torch
 from tqdm import tqdm
 
 from nnunet_aneurysm.dataset_conversion.convert import LOCALIZERS_FILE, SPHERE_RADIUS_MM, read_localizers
-from nnunet_aneurysm.dataset_conversion.geometry import geometry_of, write_nifti
 from nnunet_aneurysm.dataset_conversion.localizers import draw_spheres
+from nnunet_aneurysm.geometry import geometry_of, write_nifti
 from nnunet_aneurysm.inference.out_of_fold import fold_groups
 from nnunet_aneurysm.inference.stage1 import Stage1Model, VesselPrediction
 from nnunet_aneurysm.inference.vessel_threshold import OperatingPoint, VesselCounts

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nnunet_aneurysm.dataset_conversion.geometry import Geometry
+from nnunet_aneurysm.geometry import Geometry
 from nnunet_aneurysm.inference.nnunet_io import load_predictor, nnunet_properties
 from nnunet_aneurysm.left_right import left_right_axis, swap_class_channels
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from nnunet_aneurysm.dataset_conversion.geometry import Geometry
+from nnunet_aneurysm.geometry import Geometry
 from nnunet_aneurysm.inference.nnunet_io import load_predictor, nnunet_properties
 from nnunet_aneurysm.left_right import left_right_axis, swap_class_channels, swap_labels, swap_series_columns
 from nnunet_aneurysm.losses.collocation import interior_mask, sample_in, to_nondimensional, vessel_mask, wall_mask

@@ -18,7 +18,7 @@ import pandas as pd
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from nnunet_aneurysm.dataset_conversion.geometry import geometry_of
+from nnunet_aneurysm.geometry import geometry_of
 from nnunet_aneurysm.inference.stage2 import FoldReadout, Stage2Model
 from nnunet_aneurysm.inference.vessel_threshold import vessel_threshold_of
 from nnunet_aneurysm.labels import NUM_LOCATIONS, SUBMISSION_COLUMNS
