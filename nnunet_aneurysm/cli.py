@@ -41,7 +41,7 @@ def _synth(args: argparse.Namespace) -> int:
     from nnunet_aneurysm.dataset_conversion.synthetic import generate
 
     truths = generate(args.out, args.series, args.seed, args.size, args.segmentation_fraction,
-                      args.multiframe_fraction, args.workers, fov_mm=args.fov_mm)
+                      args.multiframe_fraction, args.workers, fov_mm=args.fov_mm, slices=args.slices)
     positive = sum(bool(t.aneurysms) for t in truths)
     print(f"wrote {len(truths)} series ({positive} with aneurysms) to {args.out}")
     return 0
@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=96, help="in-plane matrix size")
     p.add_argument("--fov-mm", type=float, default=84.0,
                    help="field of view across, mm: 84 frames the arteries (default), 220 a whole head as CTA does")
+    p.add_argument("--slices", type=int, default=None,
+                   help="slices per series (default: the field of view's worth at each modality's slice spacing)")
     p.add_argument("--segmentation-fraction", type=float, default=0.5, help="share of series with cowseg files")
     p.add_argument("--multiframe-fraction", type=float, default=0.1, help="share stored as one multi-frame file")
     p.add_argument("--workers", type=int, default=2)

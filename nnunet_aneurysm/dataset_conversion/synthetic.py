@@ -109,35 +109,41 @@ def _tissue(points: np.ndarray, c: dict) -> np.ndarray:
     return value
 
 
+RENDER_CHUNK_VOXELS = 2_000_000  # voxels rendered at once: memory stays ~0.2 GB at any series size
+
+
 def render_series(phantom: Phantom, modality: str, geometry: Geometry, shape: tuple[int, int, int],
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Image (modality units, float32) and vessel class-id labels, both [slices, rows, cols]."""
+    """Image (modality units, float32) and vessel class-id labels, both [slices, rows, cols]; rendered a
+    slab of slices at a time (a 512 x 512 x 600 series would need ~15 GB of coordinates at once)."""
     c = CONTRAST[modality]
-    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=float) for s in shape], indexing="ij"), -1).reshape(-1, 3)
     inplane = geometry.spacing[2]
     # thick slices: average sub-slices so partial volume along the slice axis is right
     n_sub = max(1, int(np.ceil(geometry.spacing[0] / inplane)))
     offsets = (np.arange(n_sub) + 0.5) / n_sub - 0.5
-    occupancy = np.zeros(len(grid), np.float32)
-    image = np.zeros(len(grid), np.float32)
-    labels = None
-    for off in offsets:
-        points = geometry.voxel_to_patient(grid + np.array([off, 0.0, 0.0]))
-        vessel, label, sac = render(phantom, points, inplane)
-        occ = np.maximum(vessel, sac)
-        image += _tissue(points, c) * (1 - occ) + c["vessel"] * occ
-        occupancy += occ
-        if abs(off) < 0.5 / n_sub + 1e-9:
-            labels = label
-    image /= n_sub
-    image = image.reshape(shape)
+    image, labels = np.empty(shape, np.float32), np.empty(shape, np.uint8)
+    plane = np.stack(np.meshgrid(*[np.arange(s, dtype=float) for s in shape[1:]], indexing="ij"), -1).reshape(-1, 2)
+    per_slab = max(1, RENDER_CHUNK_VOXELS // len(plane))
+    for k0 in range(0, shape[0], per_slab):
+        ks = np.arange(k0, min(k0 + per_slab, shape[0]), dtype=float)
+        grid = np.concatenate([np.repeat(ks, len(plane))[:, None], np.tile(plane, (len(ks), 1))], axis=1)
+        slab = np.zeros(len(grid), np.float32)
+        for off in offsets:
+            points = geometry.voxel_to_patient(grid + np.array([off, 0.0, 0.0]))
+            vessel, label, sac = render(phantom, points, inplane)
+            occ = np.maximum(vessel, sac)
+            slab += _tissue(points, c) * (1 - occ) + c["vessel"] * occ
+            if abs(off) < 0.5 / n_sub + 1e-9:
+                labels[k0:k0 + len(ks)] = label.reshape(len(ks), *shape[1:])
+        slab /= n_sub
+        image[k0:k0 + len(ks)] = slab.reshape(len(ks), *shape[1:])
     if c["bias"]:
         z, y, x = (np.linspace(-1, 1, s) for s in shape)
         coeffs = rng.normal(0, c["bias"] / 2, 3)
         field = 1 + coeffs[0] * z[:, None, None] + coeffs[1] * y[None, :, None] + coeffs[2] * x[None, None, :]
         image *= field.astype(np.float32)
     image += rng.normal(0, c["noise"], shape).astype(np.float32)
-    return image, labels.reshape(shape)
+    return image, labels
 
 
 def _stored(image: np.ndarray, modality: str, rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
@@ -164,12 +170,12 @@ def _localizer(an, geometry: Geometry, shape, sop_uids, frame_of_slice) -> tuple
 
 def make_series(root: Path, index: int, seed: int, size: int, segmentation_fraction: float,
                 multiframe_fraction: float, modality: str | None = None, orientation: str | None = None,
-                multiframe: bool | None = None, n_aneurysms: int | None = None, fov_mm: float = FOV_MM
-                ) -> tuple[dict, list[dict], SeriesTruth]:
+                multiframe: bool | None = None, n_aneurysms: int | None = None, fov_mm: float = FOV_MM,
+                slices: int | None = None) -> tuple[dict, list[dict], SeriesTruth]:
     """Write one series (and maybe its segmentations); return its train.csv row, localizer rows, truth.
 
     ``modality``, ``orientation``, ``multiframe`` and ``n_aneurysms`` force a choice that is
-    otherwise random.
+    otherwise random; ``slices`` fixes the number of slices (default: the field of view's worth).
     """
     rng = np.random.default_rng([seed, index])
     series_uid = generate_uid(entropy_srcs=["series", str(seed), str(index)])
@@ -180,7 +186,7 @@ def make_series(root: Path, index: int, seed: int, size: int, segmentation_fract
     add_aneurysms(phantom, n_aneurysms, rng)
     row_dir, col_dir, orientation = _orientation(rng, orientation)
     spacing = _spacing(modality, size, fov_mm, rng)
-    shape = (max(8, int(round(fov_mm / spacing[0]))), size, size)
+    shape = (slices or max(8, int(round(fov_mm / spacing[0]))), size, size)
     normal = np.cross(row_dir, col_dir)
     framed = COW_CENTRE if fov_mm < 150 else HEAD_CENTRE  # a small field of view frames the arteries
     centre = framed + rng.normal(0, 2.0, 3)
@@ -225,7 +231,7 @@ def make_series(root: Path, index: int, seed: int, size: int, segmentation_fract
 def generate(root: Path | str, n_series: int = 40, seed: int = 0, size: int = 96,
              segmentation_fraction: float = 0.5, multiframe_fraction: float = 0.1,
              workers: int = 1, progress: bool = True, forced: list[dict] | None = None,
-             fov_mm: float = FOV_MM) -> list[SeriesTruth]:
+             fov_mm: float = FOV_MM, slices: int | None = None) -> list[SeriesTruth]:
     """Write a competition-layout folder; returns the hidden truth of every series.
 
     ``forced[i]`` (optional) fixes ``modality``/``orientation``/``multiframe``/``n_aneurysms`` of series i.
@@ -234,7 +240,8 @@ def generate(root: Path | str, n_series: int = 40, seed: int = 0, size: int = 96
     root.mkdir(parents=True, exist_ok=True)
     forced = forced or [{}] * n_series
     args = [(root, i, seed, size, segmentation_fraction, multiframe_fraction, forced[i].get("modality"),
-             forced[i].get("orientation"), forced[i].get("multiframe"), forced[i].get("n_aneurysms"), fov_mm)
+             forced[i].get("orientation"), forced[i].get("multiframe"), forced[i].get("n_aneurysms"), fov_mm,
+             forced[i].get("slices", slices))
             for i in range(n_series)]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
