@@ -131,7 +131,8 @@ def stage1_on_heldout(workdir: Path, folds: int) -> dict:
         truth = sitk.GetArrayFromImage(sitk.Resample(sitk.ReadImage(str(seg_file)), reference, sitk.Transform(),
                                                      sitk.sitkNearestNeighbor, 0)) > 0
         metadata = encode_metadata(*metadata_from_header(volume.header))
-        counts.add(model.predict(volume.array, volume.geometry, metadata).vessel_probability, truth)
+        vessels = model.predict(volume.array, volume.geometry, metadata)
+        counts.add(vessels.vessel_probability_on(volume.geometry, volume.array.shape), truth)
     return {"series": counts.scans, "threshold": threshold, "chosen": counts.at(threshold), "half": counts.at(0.5)}
 
 

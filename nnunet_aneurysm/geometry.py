@@ -45,8 +45,9 @@ class Geometry:
 
 
 
-def to_sitk(array: np.ndarray, geometry: Geometry) -> sitk.Image:
-    img = sitk.GetImageFromArray(array)  # numpy [k, j, i] -> ITK index (i, j, k)
+def to_sitk(array: np.ndarray, geometry: Geometry, vector: bool = False) -> sitk.Image:
+    """``array`` [k, j, i] (``vector``: [k, j, i, components]) as an image on ``geometry``."""
+    img = sitk.GetImageFromArray(array, isVector=vector)  # numpy [k, j, i] -> ITK index (i, j, k)
     img.SetSpacing((geometry.spacing[2], geometry.spacing[1], geometry.spacing[0]))
     img.SetOrigin(tuple(float(v) for v in geometry.origin))
     direction = np.stack([geometry.row_dir, geometry.col_dir, geometry.normal], axis=1)

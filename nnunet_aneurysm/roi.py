@@ -68,14 +68,22 @@ def roi_from_row(row) -> Roi:
     return Roi(roi_geometry(centre, shape, float(row["spacing_mm"])), shape, centre, bool(row["fallback"]))
 
 
-def find_roi(vessel_probability: np.ndarray, scan: Geometry, settings: RoiSettings = RoiSettings()) -> Roi:
-    """The ROI of a scan from stage 1's vessel probability on the scan's grid ([k, j, i])."""
+def grid_centre(grid: Geometry, shape) -> np.ndarray:
+    """Patient coordinates (mm) of the centre of an array of ``shape`` on ``grid``."""
+    return grid.voxel_to_patient((np.array(shape, float)[None] - 1) / 2)[0]
+
+
+def find_roi(vessel_probability: np.ndarray, grid: Geometry, settings: RoiSettings = RoiSettings(),
+             fallback_centre_mm=None) -> Roi:
+    """The ROI of a scan from stage 1's vessel probability ([k, j, i] on ``grid``: stage 1's own grid or the
+    scan's); without a vessel, centred on ``fallback_centre_mm`` (default: the centre of ``grid``)."""
     index = np.argwhere(vessel_probability >= settings.vessel_threshold)
     fallback = len(index) == 0
     if fallback:
-        centre = scan.voxel_to_patient((np.array(vessel_probability.shape, float)[None] - 1) / 2)[0]
+        centre = grid_centre(grid, vessel_probability.shape) if fallback_centre_mm is None \
+            else np.asarray(fallback_centre_mm, float)
     else:
-        points = scan.voxel_to_patient(index.astype(float))
+        points = grid.voxel_to_patient(index.astype(float))
         centre = (np.percentile(points, 1, axis=0) + np.percentile(points, 99, axis=0)) / 2
     return Roi(roi_geometry(centre, settings.shape, settings.spacing_mm), settings.shape, tuple(map(float, centre)),
                fallback)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, fbeta_score, precision_score, recall_score
 
+from nnunet_aneurysm.geometry import Geometry
 from nnunet_aneurysm.inference.stage1 import VesselPrediction
 from nnunet_aneurysm.inference.vessel_threshold import BINS, OperatingPoint, VesselCounts, choose_threshold
 
@@ -75,7 +76,7 @@ def test_artery_labels_cover_the_mask_at_the_operating_point():
     probabilities[0, ..., 0], probabilities[3, ..., 0], probabilities[7, ..., 0] = 0.4, 0.35, 0.25  # vessel 0.6
     probabilities[0, ..., 1], probabilities[5, ..., 1] = 0.8, 0.2  # vessel 0.2
     probabilities[0, ..., 2], probabilities[9, ..., 2] = 0.1, 0.9  # vessel 0.9
-    prediction = VesselPrediction(probabilities)
+    prediction = VesselPrediction(probabilities, Geometry(np.zeros(3), np.eye(3)[0], np.eye(3)[1], (1.0, 1.0, 1.0)))
     assert prediction.artery_labels(0.5).ravel().tolist() == [3, 0, 9]  # argmax would say [0, 0, 9]
     assert prediction.artery_labels(0.15).ravel().tolist() == [3, 5, 9]
     assert prediction.artery_labels(0.7).ravel().tolist() == [0, 0, 9]

@@ -71,7 +71,7 @@ def write_ground_truth_roi_dataset(raw: Path, dataset_id: int, rsna: Path, n_ser
     for case in cases:
         image = sitk.ReadImage(str(vessels / "imagesTr" / f"{case}_0000.nii.gz"))
         labels = sitk.GetArrayFromImage(sitk.ReadImage(str(vessels / "labelsTr" / f"{case}.nii.gz")))
-        truth = VesselPrediction(np.moveaxis(np.eye(14, dtype=np.float32)[labels], -1, 0))
+        truth = VesselPrediction(np.moveaxis(np.eye(14, dtype=np.float32)[labels], -1, 0), geometry_of(image))
         write_roi_case(out, case, sitk.GetArrayFromImage(image).astype(np.float32), geometry_of(image), truth,
                        RoiSettings(), localizers, 4.0, out_of_fold=False)
     finish_roi_dataset(aneurysms, out, cases)

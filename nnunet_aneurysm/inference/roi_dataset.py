@@ -38,7 +38,7 @@ from nnunet_aneurysm.inference.stage1 import Stage1Model, VesselPrediction
 from nnunet_aneurysm.inference.vessel_threshold import OperatingPoint, VesselCounts
 from nnunet_aneurysm.metadata import MetadataTable
 from nnunet_aneurysm.nnunet_env import trained_folds
-from nnunet_aneurysm.roi import Roi, RoiSettings, find_roi, resample_to_roi
+from nnunet_aneurysm.roi import Roi, RoiSettings, find_roi, grid_centre, resample_to_roi
 from nnunet_aneurysm.stages import (
     ARTERY_CHANNEL,
     FILE_ENDING,
@@ -53,13 +53,13 @@ THRESHOLD_CASES_PER_FOLD = 8  # millions of voxels: plenty for one threshold; ea
 
 def roi_channels(image: np.ndarray, scan, vessels: VesselPrediction, settings: RoiSettings
                  ) -> tuple[Roi, list[np.ndarray]]:
-    """The ROI of a scan and stage 2's input channels on it, in ``STAGE2_CHANNELS`` order."""
-    roi = find_roi(vessels.vessel_probability, scan, settings)
+    """The ROI of a scan and stage 2's input channels on it, in ``STAGE2_CHANNELS`` order: the image from the
+    scan's grid, stage 1's channels from stage 1's own grid (never the scan's: ``stage1.py``)."""
+    roi = find_roi(vessels.vessel_probability, vessels.geometry, settings, grid_centre(scan, image.shape))
     channels = [np.zeros(0)] * 3
     channels[0] = resample_to_roi(image, scan, roi)
-    channels[VESSEL_CHANNEL] = resample_to_roi(vessels.vessel_probability, scan, roi)
-    channels[ARTERY_CHANNEL] = resample_to_roi(vessels.artery_labels(settings.vessel_threshold), scan, roi,
-                                              labels=True)
+    channels[VESSEL_CHANNEL], channels[ARTERY_CHANNEL] = vessels.on_grid(roi.geometry, roi.shape,
+                                                                         settings.vessel_threshold)
     return roi, channels
 
 
@@ -112,9 +112,10 @@ def choose_operating_point(src: Path, vessel_labels: Path, stage1_dir: Path, gro
         for case in cases:
             scan_image = sitk.ReadImage(str(src / "imagesTr" / channel_file(case, 0)))
             image = sitk.GetArrayFromImage(scan_image).astype(np.float32)
-            vessels = model.predict(image, geometry_of(scan_image), vectors.lookup([case])[0])
+            scan = geometry_of(scan_image)
+            vessels = model.predict(image, scan, vectors.lookup([case])[0])
             truth = sitk.GetArrayFromImage(sitk.ReadImage(str(vessel_labels / f"{case}{FILE_ENDING}"))) > 0
-            counts.add(vessels.vessel_probability, truth)
+            counts.add(vessels.vessel_probability_on(scan, image.shape), truth)
             bar.update()
     bar.close()
     if counts.scans == 0:

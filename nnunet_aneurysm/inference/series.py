@@ -59,9 +59,9 @@ class SeriesPipeline:
     def __init__(self, pipeline: Pipeline, device: str | torch.device = "cpu"):
         self.pipeline, self.device = pipeline, torch.device(device)
         self.stage1 = Stage1Model(pipeline.resolve(pipeline.stage1.folder), pipeline.stage1.folds, self.device,
-                                  pipeline.flip_tta)
+                                  pipeline.flip_tta, pipeline.stage1.checkpoint)
         self.stage2 = Stage2Model(pipeline.resolve(pipeline.stage2.folder), pipeline.stage2.folds, self.device,
-                                  pipeline.flip_tta)
+                                  pipeline.flip_tta, checkpoint=pipeline.stage2.checkpoint)
         self.roi_settings = pipeline.roi_settings()
         self.fallback = np.array([pipeline.fallback_probabilities[c] for c in SUBMISSION_COLUMNS], float)
         from nnunet_aneurysm.postprocessing.stacker import Stacker
@@ -106,6 +106,7 @@ class SeriesPipeline:
 
     def _stage1(self, result: SeriesResult, path: Path) -> bool:
         result.vessels = self.stage1.predict(result.volume.array, result.volume.geometry, result.metadata)
+        result.seconds["stage1_preprocess"] = self.stage1.seconds["preprocess"]  # part of stage1's seconds
         return True
 
     def _roi(self, result: SeriesResult, path: Path) -> bool:

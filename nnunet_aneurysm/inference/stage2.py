@@ -81,8 +81,8 @@ class Stage2Model:
     """Stage 2's fold models, loaded once; :meth:`predict` one ROI (its channels on the ROI grid)."""
 
     def __init__(self, model_dir: Path, folds, device: torch.device = torch.device("cpu"), flip_tta: bool = True,
-                 physics_points: int = 1024, seed: int = 0):
-        self.predictor = load_predictor(model_dir, folds, device)
+                 physics_points: int = 1024, seed: int = 0, checkpoint: str = "checkpoint_final.pth"):
+        self.predictor = load_predictor(model_dir, folds, device, checkpoint)
         self.device, self.flip_tta = device, flip_tta
         self.physics_points, self.seed = physics_points, seed
         self.network = self.predictor.network
