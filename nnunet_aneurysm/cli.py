@@ -96,7 +96,7 @@ def _stage2_raw_and_model(args) -> tuple[Path, Path]:
 
 
 def _features(args: argparse.Namespace) -> int:
-    from nnunet_aneurysm.postprocessing.features import out_of_fold_features
+    from nnunet_aneurysm.inference.out_of_fold_features import out_of_fold_features
 
     raw, model = _stage2_raw_and_model(args)
     try:

@@ -73,3 +73,11 @@ def test_the_rules_see_imports_inside_functions():
     """The walker is not blind to the package's habit of importing heavy modules inside verbs."""
     cli = [module for module, _ in _imports(PACKAGE / "cli.py")]
     assert "nnunet_aneurysm.dataset_conversion.convert" in cli
+
+
+def test_postprocessing_never_reaches_into_inference():
+    """Postprocessing takes arrays and graphs and never runs a model: inference calls it, never the reverse."""
+    offenders = [f"{path.name}: {module}" for path, module, names in _all_imports()
+                 if _room(path) == "postprocessing" and (module.startswith("nnunet_aneurysm.inference") or
+                                                         (module == "nnunet_aneurysm" and "inference" in names))]
+    assert not offenders, offenders

@@ -22,9 +22,8 @@ from scipy import ndimage
 
 from nnunet_aneurysm.geometry import Geometry, write_nifti
 from nnunet_aneurysm.labels import BY_CLASS_ID, SUBMISSION_COLUMNS
+from nnunet_aneurysm.postprocessing.gat import CANDIDATE_COLUMNS
 from nnunet_aneurysm.stages import ARTERY_CHANNEL, VESSEL_CHANNEL
-
-CANDIDATE_COLUMNS = ("x_mm", "y_mm", "z_mm", "location", "class_id", "score", "volume_mm3", "source")
 
 
 def map_candidates(probabilities: np.ndarray, roi: Geometry, threshold: float = 0.5) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""Meta-features of a series for the stacker, and the out-of-fold table of the training series.
+"""Meta-features of a series for the stacker, from arrays and graphs (the models run in ``inference``;
+``inference/out_of_fold_features.py`` builds the training series' out-of-fold table with these).
 
 One row per (series, fold model): the stage-2 head's 14 probabilities, the maximum of each
 location's stage-2 map, the AKOrN order parameter, the PINN physics loss, the GAT's maximum score
@@ -10,22 +11,17 @@ are averaged. ``FEATURE_GROUPS`` is the one table of the columns, by group, for 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk
-from tqdm import tqdm
 
-from nnunet_aneurysm.geometry import geometry_of
-from nnunet_aneurysm.inference.stage2 import FoldReadout, Stage2Model
-from nnunet_aneurysm.inference.vessel_threshold import vessel_threshold_of
 from nnunet_aneurysm.labels import NUM_LOCATIONS, SUBMISSION_COLUMNS
-from nnunet_aneurysm.metadata import METADATA_DIM, MetadataTable
+from nnunet_aneurysm.metadata import METADATA_DIM
 from nnunet_aneurysm.postprocessing.gat import GATScorer, graph_readout
 from nnunet_aneurysm.postprocessing.vessel_graph import VesselGraph, build_vessel_graph
-from nnunet_aneurysm.stages import ARTERY_CHANNEL, VESSEL_CHANNEL, channel_file
+from nnunet_aneurysm.stages import ARTERY_CHANNEL, VESSEL_CHANNEL
 
 FEATURE_GROUPS: dict[str, list[str]] = {
     "head": [f"head_{j}" for j in range(len(SUBMISSION_COLUMNS))],
@@ -47,7 +43,16 @@ def feature_columns(without: tuple[str, ...] = ()) -> list[str]:
     return [c for group, columns in FEATURE_GROUPS.items() if group not in without for c in columns]
 
 
-def fold_row(readout: FoldReadout, graph: VesselGraph, gat: GATScorer | None, vessel_volume_mm3: float,
+class StageTwoReadout(Protocol):
+    """What one stage-2 fold model says of a series (``inference.stage2.FoldReadout`` is one)."""
+
+    series: np.ndarray  # [14] head probabilities, submission column order
+    map_max: np.ndarray  # [13] maximum of each location's segmentation probability
+    order_parameter: float | None  # AKOrN synchrony (None without AKOrN)
+    pinn_loss: float | None  # physics loss of the flow field (None without PINN or vessel)
+
+
+def fold_row(readout: StageTwoReadout, graph: VesselGraph, gat: GATScorer | None, vessel_volume_mm3: float,
              metadata: np.ndarray) -> dict[str, float]:
     """One fold model's features of one series. Missing read-outs (no AKOrN, no vessel for the PINN, no GAT)
     are NaN, which XGBoost treats as missing."""
@@ -76,12 +81,6 @@ def series_graph(channels: list[np.ndarray], aneurysm_map: np.ndarray, spacing) 
                               threshold=GRAPH_THRESHOLD)
 
 
-def read_roi_case(raw: Path, case: str) -> tuple[list[np.ndarray], object]:
-    """Stage 2's input channels of a case of the ROI dataset, and the ROI grid."""
-    images = [sitk.ReadImage(str(raw / "imagesTr" / channel_file(case, c))) for c in range(ARTERY_CHANNEL + 1)]
-    return [sitk.GetArrayFromImage(i).astype(np.float32) for i in images], geometry_of(images[0])
-
-
 def save_graph(graph: VesselGraph, folder: Path, case: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     graph.nodes.to_csv(folder / f"{case}_nodes.csv", index=False)
@@ -90,45 +89,6 @@ def save_graph(graph: VesselGraph, folder: Path, case: str) -> None:
 
 def load_graph(folder: Path, case: str) -> VesselGraph:
     return VesselGraph(pd.read_csv(folder / f"{case}_nodes.csv"), pd.read_csv(folder / f"{case}_edges.csv"))
-
-
-def out_of_fold_features(raw: Path, stage2_dir: Path, out: Path, device: str = "cpu",
-                         progress: bool = True) -> pd.DataFrame:
-    """The out-of-fold table of a stage-2 ROI dataset's training series (without GAT columns: those need
-    the per-fold GATs, trained on these graphs). Resumable: each case's row is kept in ``out/rows``."""
-    import torch
-
-    metadata_table = pd.read_csv(raw / "metadata.csv", dtype={"case_id": str})
-    threshold = vessel_threshold_of(raw)
-    vectors = MetadataTable.read(raw / "metadata.csv")
-    (out / "rows").mkdir(parents=True, exist_ok=True)
-    folds = sorted(metadata_table["fold"].unique())
-    bar = tqdm(total=len(metadata_table), desc="out-of-fold features", unit="case", disable=not progress)
-    for fold in folds:
-        cases = metadata_table.loc[metadata_table["fold"] == fold, "case_id"].tolist()
-        todo = [c for c in cases if not (out / "rows" / f"{c}.json").is_file()]
-        bar.update(len(cases) - len(todo))
-        if not todo:
-            continue
-        if not (stage2_dir / f"fold_{fold}" / "checkpoint_final.pth").is_file():
-            raise FileNotFoundError(f"stage 2 has no trained fold {fold} in {stage2_dir}: out-of-fold features need "
-                                    f"every fold of the dataset's splits")
-        model = Stage2Model(stage2_dir, [int(fold)], torch.device(device))
-        for case in todo:
-            channels, roi = read_roi_case(raw, case)
-            metadata = vectors.lookup([case])[0]
-            prediction = model.predict(channels, roi, metadata)
-            graph = series_graph(channels, prediction.fold_probabilities[0], roi.spacing)
-            save_graph(graph, out / "graphs", case)
-            volume = vessel_volume_mm3(channels, roi.spacing, threshold)
-            row = {"case_id": case, "fold": int(fold), "source_fold": int(fold),
-                   **fold_row(prediction.folds[0], graph, None, volume, metadata)}
-            (out / "rows" / f"{case}.json").write_text(json.dumps(row))
-            bar.update()
-    bar.close()
-    rows = [json.loads((out / "rows" / f"{c}.json").read_text()) for c in metadata_table["case_id"]]
-    table = pd.DataFrame(rows).merge(metadata_table[["case_id", *SUBMISSION_COLUMNS]], on="case_id")
-    return table
 
 
 def localizer_points_in_roi(localizers: pd.DataFrame, rois: pd.DataFrame, case: str) -> np.ndarray:

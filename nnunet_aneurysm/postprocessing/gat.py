@@ -23,6 +23,9 @@ from nnunet_aneurysm import __version__
 from nnunet_aneurysm.labels import NUM_LOCATIONS
 from nnunet_aneurysm.postprocessing.vessel_graph import EDGE_FEATURES, NODE_FEATURES, VesselGraph
 
+# a candidate table's columns (patient mm, location, score, volume in mm^3, which step found it): the GAT's
+# nodes here, stage 2's map regions in ``inference/outputs.py``, one candidates.csv per series
+CANDIDATE_COLUMNS = ("x_mm", "y_mm", "z_mm", "location", "class_id", "score", "volume_mm3", "source")
 
 @dataclass
 class GATConfig:
@@ -161,7 +164,6 @@ def graph_readout(graph: VesselGraph, scores: np.ndarray, threshold: float = 0.5
 
 def graph_candidates(graph: VesselGraph, scores: np.ndarray, roi_geometry, threshold: float = 0.5) -> pd.DataFrame:
     """Nodes scoring above ``threshold``: position in patient coordinates (mm), location (artery label), score."""
-    from nnunet_aneurysm.inference.outputs import CANDIDATE_COLUMNS
     from nnunet_aneurysm.labels import BY_CLASS_ID
 
     keep = np.flatnonzero(scores > threshold)
