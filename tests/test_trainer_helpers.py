@@ -67,7 +67,7 @@ def test_modality_balanced_probabilities_give_every_modality_the_same_share():
     assert np.isclose(p[6], 3 * p[0])  # a T2 case is drawn three times as often as a CTA case
 
 
-def test_the_trainer_sets_the_probabilities_on_its_training_loader(tmp_path, monkeypatch):
+def test_the_trainer_gives_each_training_case_its_modality_balanced_probability(tmp_path, monkeypatch):
     dataset = tmp_path / "Dataset901_X"
     dataset.mkdir()
     pd.DataFrame({"case_id": ["a", "b", "c", "d"], "Modality": ["CTA", "CTA", "CTA", "MRI T2"]}).to_csv(
@@ -77,12 +77,11 @@ def test_the_trainer_sets_the_probabilities_on_its_training_loader(tmp_path, mon
     trainer = SimpleNamespace(plans_manager=SimpleNamespace(dataset_name="Dataset901_X"),
                               print_to_log_file=logged.append)
     trainer.raw_metadata_path = lambda: AneurysmTrainerBase.raw_metadata_path(trainer)
-    for augmenter in (SimpleNamespace(data_loader=SimpleNamespace(indices=["d", "a", "b", "c"])),  # no DA workers
-                      SimpleNamespace(generator=SimpleNamespace(indices=["d", "a", "b", "c"]))):  # with workers
-        AneurysmTrainerBase.balance_modalities(trainer, augmenter)
-        loader = getattr(augmenter, "data_loader", None) or augmenter.generator
-        assert np.allclose(loader.sampling_probabilities, [0.5, 1 / 6, 1 / 6, 1 / 6])
+    probabilities = AneurysmTrainerBase.modality_probabilities(trainer, ["d", "a", "b", "c"])  # the loader's order
+    assert np.allclose(probabilities, [0.5, 1 / 6, 1 / 6, 1 / 6])
     assert "{'CTA': 3, 'MRI T2': 1}" in logged[0]
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "elsewhere"))
+    assert AneurysmTrainerBase.modality_probabilities(trainer, ["a"]) is None and "drawn uniformly" in logged[1]
 
 
 def test_stage1_validation_conditions_the_network_on_each_case_it_loads():

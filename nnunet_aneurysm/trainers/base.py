@@ -11,6 +11,9 @@
   made WaveFormer's first epoch compile for over five minutes on an H100.
 * Extra per-epoch metrics are registered with nnU-Net's logger (so they survive ``--c``) and
   drawn in ``progress_extra.png`` beside nnU-Net's ``progress.png``.
+* Modality-balanced sampling (``modality_balanced_sampling``) needs the training loader's per-case
+  probabilities before nnU-Net's augmentation workers copy the loader, so the loaders are built here
+  (nnU-Net 2.8.1's construction, the probabilities added) rather than set after nnU-Net's.
 * Our labels are left/right specific, so nnU-Net's mirroring (training and test time) is off;
   instead each training sample is flipped along its own left-right axis with probability
   ``left_right_flip_probability`` and its labels swapped to their partners (``left_right.py``).
@@ -25,7 +28,11 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgenerators.utilities.file_and_folder_operations import load_pickle
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
@@ -135,28 +142,63 @@ class AneurysmTrainerBase(AneurysmScheduledNNUNetTrainer):
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
 
     def get_dataloaders(self):
-        train, val = super().get_dataloaders()
-        if self.modality_balanced_sampling:
-            self.balance_modalities(train)
+        """nnU-Net 2.8.1's training and validation augmenters, built here so that the training loader's
+        sampling probabilities (modality balance) are set before any augmentation worker starts: the
+        workers copy the loader as they start, and nnU-Net's own ``get_dataloaders`` starts them (its first
+        ``next``) before returning, with probabilities ``None``."""
+        if not self.modality_balanced_sampling:
+            return super().get_dataloaders()
+        if self.dataset_class is None:
+            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+        patch_size = self.configuration_manager.patch_size
+        scales = self._get_deep_supervision_scales()
+        rotation, dummy_2d, initial_patch_size, mirror_axes = \
+            self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        labels = self.label_manager
+        label_kwargs = dict(is_cascaded=self.is_cascaded, foreground_labels=labels.foreground_labels,
+                            regions=labels.foreground_regions if labels.has_regions else None,
+                            ignore_label=labels.ignore_label)
+        train_transforms = self.get_training_transforms(patch_size, rotation, scales, mirror_axes, dummy_2d,
+                                                        use_mask_for_norm=self.configuration_manager.use_mask_for_norm,
+                                                        **label_kwargs)
+        val_transforms = self.get_validation_transforms(scales, **label_kwargs)
+        dataset_tr, dataset_val = self.get_tr_and_val_datasets()
+        loaders = [nnUNetDataLoader(dataset, self.batch_size, first_patch, patch_size, labels,
+                                    oversample_foreground_percent=self.oversample_foreground_percent,
+                                    sampling_probabilities=probabilities, pad_sides=None, transforms=transforms,
+                                    probabilistic_oversampling=self.probabilistic_oversampling)
+                   for dataset, first_patch, probabilities, transforms in (
+                       (dataset_tr, initial_patch_size, self.modality_probabilities(dataset_tr.identifiers),
+                        train_transforms),
+                       (dataset_val, patch_size, None, val_transforms))]
+        workers = get_allowed_n_proc_DA()
+        if workers == 0:
+            train, val = (SingleThreadedAugmenter(loader, None) for loader in loaders)
+        else:
+            pin = self.device.type == "cuda"
+            train = NonDetMultiThreadedAugmenter(loaders[0], None, workers, max(6, workers // 2), None, pin, 0.002)
+            val = NonDetMultiThreadedAugmenter(loaders[1], None, max(1, workers // 2), max(3, workers // 4), None,
+                                               pin, 0.002)
+        next(train), next(val)  # start the workers, as nnU-Net does
         return train, val
 
     def raw_metadata_path(self) -> Path:
         """The converter's ``metadata.csv`` beside this dataset's raw images (age, sex, modality, labels)."""
         return Path(os.environ.get("nnUNet_raw", "")) / self.plans_manager.dataset_name / "metadata.csv"
 
-    def balance_modalities(self, augmenter) -> None:
-        """Set the training loader's per-case probabilities (before its workers start, which copy it)."""
-        loader = augmenter.data_loader if hasattr(augmenter, "data_loader") else augmenter.generator
+    def modality_probabilities(self, cases) -> np.ndarray | None:
+        """Each training case's sampling probability, such that every modality is drawn equally often;
+        None (uniform) without a ``metadata.csv``."""
         path = self.raw_metadata_path()
         if not path.is_file():
             self.print_to_log_file(f"no {path}: training cases are drawn uniformly, not balanced by modality")
-            return
+            return None
         known = read_modalities(path)
-        modalities = [known.get(str(case)) for case in loader.indices]
-        loader.sampling_probabilities = modality_balanced_probabilities(modalities)
+        modalities = [known.get(str(case)) for case in cases]
         counts = modality_groups(modalities).value_counts().sort_index()
         self.print_to_log_file("modality-balanced sampling, training cases per modality (each modality drawn "
                                f"equally often): {counts.to_dict()}")
+        return modality_balanced_probabilities(modalities)
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         rotation, dummy_2d, initial_patch, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
