@@ -23,11 +23,14 @@ def require_env(*names: str) -> dict[str, Path]:
 
 
 def dataset_name(dataset: str | int) -> str:
-    """``102``, ``"102"`` or ``"Dataset102_RSNAAneurysms"`` -> the dataset's full name (needs ``nnUNet_raw``
-    or ``nnUNet_preprocessed`` to look it up)."""
+    """``102``, ``"102"`` or ``"Dataset102_RSNAAneurysms"`` -> the dataset's full name (looked up, like nnU-Net
+    does, in whichever of ``nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results`` are set)."""
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-    require_env("nnUNet_raw")
+    folders = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+    if not any(os.environ.get(n) for n in folders):
+        raise UserInputError(f"none of the environment variables {', '.join(folders)} is set: cannot find "
+                             f"dataset {dataset}")
     value = int(dataset) if str(dataset).isdigit() else str(dataset)
     try:
         return maybe_convert_to_dataset_name(value)

@@ -74,5 +74,5 @@ def write_ground_truth_roi_dataset(raw: Path, dataset_id: int, rsna: Path, n_ser
         truth = VesselPrediction(np.moveaxis(np.eye(14, dtype=np.float32)[labels], -1, 0), geometry_of(image))
         write_roi_case(out, case, sitk.GetArrayFromImage(image).astype(np.float32), geometry_of(image), truth,
                        RoiSettings(), localizers, 4.0, out_of_fold=False)
-    finish_roi_dataset(aneurysms, out, cases)
+    finish_roi_dataset(aneurysms, out, cases, RoiSettings())
     return out

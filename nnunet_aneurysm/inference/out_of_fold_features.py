@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from nnunet_aneurysm.geometry import Geometry, geometry_of
 from nnunet_aneurysm.inference.stage2 import Stage2Model
-from nnunet_aneurysm.inference.vessel_threshold import vessel_threshold_of
+from nnunet_aneurysm.inference.stage2_settings import stage2_roi_settings
 from nnunet_aneurysm.labels import SUBMISSION_COLUMNS
 from nnunet_aneurysm.metadata import MetadataTable
 from nnunet_aneurysm.postprocessing.features import fold_row, save_graph, series_graph, vessel_volume_mm3
@@ -36,7 +36,7 @@ def out_of_fold_features(raw: Path, stage2_dir: Path, out: Path, device: str = "
     """The out-of-fold table of a stage-2 ROI dataset's training series (without GAT columns: those need
     the per-fold GATs, trained on these graphs). Resumable: each case's row is kept in ``out/rows``."""
     metadata_table = pd.read_csv(raw / "metadata.csv", dtype={"case_id": str})
-    threshold = vessel_threshold_of(raw)
+    threshold = stage2_roi_settings(stage2_dir, raw).vessel_threshold  # the one the ROIs were cut at
     vectors = MetadataTable.read(raw / "metadata.csv")
     (out / "rows").mkdir(parents=True, exist_ok=True)
     folds = sorted(metadata_table["fold"].unique())

@@ -1,27 +1,22 @@
 """``nnunet-aneurysm pipeline init``: a pipeline file from trained models.
 
-The ROI settings are read from the stage-2 dataset's ``roi.csv`` (shape and spacing of the ROIs
-stage 2 was trained on) and ``vessel_operating_point.json`` (stage 1's vessel threshold), so
-inference crops and labels arteries exactly as training did; the fallback row is the
-training prevalence of each column (``metadata.csv``).
+The ROI settings (the box stage 2 was trained on and stage 1's vessel threshold), so that inference
+crops and labels arteries exactly as training did, and the fallback row (the training prevalence of
+each column) come with the trained stage-2 model (its ``dataset.json``, ``stage2_settings.py``); only
+a model trained on an older ROI dataset needs its raw dataset (``$nnUNet_raw``).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pandas as pd
-
 from nnunet_aneurysm.inference.pipeline_file import ModelEntry, Pipeline, relative_to
-from nnunet_aneurysm.inference.vessel_threshold import vessel_threshold_of
-from nnunet_aneurysm.labels import SUBMISSION_COLUMNS
-from nnunet_aneurysm.nnunet_env import dataset_name, model_folder, require_env, trained_folds
-from nnunet_aneurysm.roi import RoiSettings
-from nnunet_aneurysm.stages import ROI_FILE
+from nnunet_aneurysm.inference.stage2_settings import stage2_fallback_probabilities, stage2_roi_settings
+from nnunet_aneurysm.nnunet_env import model_folder, require_env, trained_folds
 
 
-def _entry(dataset: str, trainer: str, plans: str, configuration: str, folds, pipeline_file: Path) -> ModelEntry:
-    folder = model_folder(dataset, trainer, plans, configuration)
+def _entry(folder: Path, folds, pipeline_file: Path) -> ModelEntry:
     trained = trained_folds(folder)
     folds = list(folds) if folds else trained
     absent = sorted(set(folds) - set(trained))
@@ -30,34 +25,28 @@ def _entry(dataset: str, trainer: str, plans: str, configuration: str, folds, pi
     return ModelEntry(relative_to(folder, pipeline_file), folds)
 
 
-def roi_settings_of(stage2_raw: Path) -> RoiSettings:
-    """Shape and spacing of the ROIs stage 2 was trained on; stage 1's vessel threshold chosen for them."""
-    rois = pd.read_csv(stage2_raw / ROI_FILE)
-    shapes, spacings = set(rois["shape"]), set(rois["spacing_mm"].round(6))
-    if len(shapes) != 1 or len(spacings) != 1:
-        raise ValueError(f"{stage2_raw / ROI_FILE} holds ROIs of several shapes or spacings")
-    spacing = float(spacings.pop())
-    shape = [int(v) for v in shapes.pop().split("x")]
-    return RoiSettings(tuple(s * spacing for s in shape), spacing, vessel_threshold_of(stage2_raw))
+def _raw_dataset(model: Path) -> Path | None:
+    """The raw dataset a model folder was trained on, where ``$nnUNet_raw`` holds it (older models' fallback)."""
+    raw = os.environ.get("nnUNet_raw")
+    folder = Path(raw) / model.parent.name if raw else None  # model: $nnUNet_results/<dataset>/<trainer__plans__c>
+    return folder if folder is not None and folder.is_dir() else None
 
 
 def init_pipeline(output: Path, stage1: str, stage2: str, stage1_trainer: str, stage2_trainer: str,
                   stage1_plans: str, stage2_plans: str, configuration: str, folds=None, gat: Path | None = None,
                   stacker: Path | None = None, flip_tta: bool = True) -> Path:
-    raw = require_env("nnUNet_raw", "nnUNet_results")["nnUNet_raw"]
+    """Write the pipeline file ``output`` from trained models in ``$nnUNet_results``; returns its path."""
+    require_env("nnUNet_results")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    stage2_raw = raw / dataset_name(stage2)
-    if not (stage2_raw / ROI_FILE).is_file():
-        raise ValueError(f"{stage2_raw} has no {ROI_FILE}: stage 2 must be trained on a roi-dataset")
-    metadata = pd.read_csv(stage2_raw / "metadata.csv")
-    prevalence = {c: float(metadata[c].mean()) for c in SUBMISSION_COLUMNS}
-    settings = roi_settings_of(stage2_raw)
+    stage1_folder = model_folder(stage1, stage1_trainer, stage1_plans, configuration)
+    stage2_folder = model_folder(stage2, stage2_trainer, stage2_plans, configuration)
+    settings = stage2_roi_settings(stage2_folder, _raw_dataset(stage2_folder))
     pipeline = Pipeline(
-        stage1=_entry(stage1, stage1_trainer, stage1_plans, configuration, folds, output),
-        stage2=_entry(stage2, stage2_trainer, stage2_plans, configuration, folds, output),
+        stage1=_entry(stage1_folder, folds, output), stage2=_entry(stage2_folder, folds, output),
         roi={"size_mm": list(settings.size_mm), "spacing_mm": settings.spacing_mm,
              "vessel_threshold": settings.vessel_threshold},
         flip_tta=flip_tta, gat=relative_to(gat, output) if gat else None,
-        stacker=relative_to(stacker, output) if stacker else None, fallback_probabilities=prevalence)
+        stacker=relative_to(stacker, output) if stacker else None,
+        fallback_probabilities=stage2_fallback_probabilities(stage2_folder, _raw_dataset(stage2_folder)))
     return pipeline.save(output)

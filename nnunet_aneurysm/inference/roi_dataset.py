@@ -35,6 +35,7 @@ from nnunet_aneurysm.dataset_conversion.localizers import draw_spheres
 from nnunet_aneurysm.geometry import geometry_of, write_nifti
 from nnunet_aneurysm.inference.out_of_fold import fold_groups
 from nnunet_aneurysm.inference.stage1 import Stage1Model, VesselPrediction
+from nnunet_aneurysm.inference.stage2_settings import settings_entry
 from nnunet_aneurysm.inference.vessel_threshold import OperatingPoint, VesselCounts
 from nnunet_aneurysm.metadata import MetadataTable
 from nnunet_aneurysm.nnunet_env import trained_folds
@@ -82,12 +83,14 @@ def write_roi_case(dst: Path, case: str, image: np.ndarray, scan, vessels: Vesse
     return roi
 
 
-def finish_roi_dataset(src: Path, dst: Path, cases) -> None:
-    """roi.csv, dataset.json (channels named), and the source dataset's metadata, splits and localizers."""
+def finish_roi_dataset(src: Path, dst: Path, cases, settings: RoiSettings) -> None:
+    """roi.csv, dataset.json (channels named; the ROI ``settings`` and training prevalence that travel with the
+    trained model to ``pipeline init``: ``stage2_settings.py``), and the source's metadata, splits and localizers."""
     rows = [json.loads((dst / "rois" / f"{c}.json").read_text()) for c in cases]
     pd.DataFrame(rows).to_csv(dst / ROI_FILE, index=False)
     dataset_json = json.loads((src / "dataset.json").read_text())
     dataset_json.update(stage2_dataset_json_entries())
+    dataset_json.update(settings_entry(settings, pd.read_csv(src / "metadata.csv")))
     dataset_json["numTraining"] = len(rows)
     (dst / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
     for name in ("metadata.csv", "splits_final.json", LOCALIZERS_FILE):
@@ -172,5 +175,5 @@ def build_roi_dataset(raw: Path, aneurysms_dataset: str, output_dataset: str, st
             write_roi_case(dst, case, image, scan, vessels, settings, localizers, sphere_radius_mm, group.out_of_fold)
             bar.update()
     bar.close()
-    finish_roi_dataset(src, dst, metadata["case_id"])
+    finish_roi_dataset(src, dst, metadata["case_id"], settings)
     return dst
