@@ -439,7 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except UserInputError as err:  # an unsupported nnunetv2 (nnunet_version.py): every verb needs it
+        print(f"nnunet-aneurysm: error: {err}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except UserInputError as err:

@@ -10,6 +10,9 @@ import torch
 
 from nnunet_aneurysm.geometry import Geometry
 from nnunet_aneurysm.nnunet_env import our_trainers_visible
+from nnunet_aneurysm.nnunet_version import require_supported_nnunetv2
+
+require_supported_nnunetv2()  # the predictor internals below are nnunetv2's
 
 
 def nnunet_properties(geometry: Geometry) -> dict:

@@ -1,8 +1,12 @@
 """nnUNetTrainer subclasses; every class name starts with ``Aneurysm`` to stay globally unique."""
 
-from nnunet_aneurysm.trainers.base import AneurysmScheduledNNUNetTrainer, AneurysmTrainerBase
-from nnunet_aneurysm.trainers.segformer3d import AneurysmSegFormer3DTrainer
-from nnunet_aneurysm.trainers.waveformer import (
+from nnunet_aneurysm.nnunet_version import require_supported_nnunetv2
+
+require_supported_nnunetv2()  # before nnunetv2 is imported: one line instead of an error deep in nnU-Net
+
+from nnunet_aneurysm.trainers.base import AneurysmScheduledNNUNetTrainer, AneurysmTrainerBase  # noqa: E402
+from nnunet_aneurysm.trainers.segformer3d import AneurysmSegFormer3DTrainer  # noqa: E402
+from nnunet_aneurysm.trainers.waveformer import (  # noqa: E402
     AneurysmWaveFormerAKOrNTrainer,
     AneurysmWaveFormerAUCMTrainer,
     AneurysmWaveFormerBaselineTrainer,
