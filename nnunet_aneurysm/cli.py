@@ -149,16 +149,37 @@ def _train_stacker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline_step(step, *arguments):
+    """A ``pipeline`` action's work; its ValueError and FileNotFoundError are the user's one-line error."""
+    try:
+        return step(*arguments)
+    except (ValueError, FileNotFoundError) as err:
+        raise UserInputError(str(err)) from None
+
+
 def _pipeline_init(args: argparse.Namespace) -> int:
     from nnunet_aneurysm.inference.pipeline_init import init_pipeline
 
-    try:
-        path = init_pipeline(args.output, args.stage1, args.stage2, args.stage1_trainer, args.stage2_trainer,
-                             args.stage1_plans, args.stage2_plans, args.configuration, args.folds, args.gat,
-                             args.stacker, not args.no_tta)
-    except (ValueError, FileNotFoundError) as err:
-        raise UserInputError(str(err)) from None
+    path = _pipeline_step(init_pipeline, args.output, args.stage1, args.stage2, args.stage1_trainer,
+                          args.stage2_trainer, args.stage1_plans, args.stage2_plans, args.configuration, args.folds,
+                          args.gat, args.stacker, not args.no_tta)
     print(f"pipeline file written to {path}")
+    return 0
+
+
+def _pipeline_export(args: argparse.Namespace) -> int:
+    from nnunet_aneurysm.inference.pipeline_share import export_pipeline
+
+    archive = _pipeline_step(export_pipeline, args.pipeline, args.output)
+    print(f"pipeline packed into {archive} ({archive.stat().st_size / 2**20:.1f} MiB): "
+          f"nnunet-aneurysm pipeline install {archive} DIR")
+    return 0
+
+
+def _pipeline_install(args: argparse.Namespace) -> int:
+    from nnunet_aneurysm.inference.pipeline_share import install_pipeline
+
+    print(_pipeline_step(install_pipeline, args.archive, args.folder))  # the installed pipeline file, alone
     return 0
 
 
@@ -369,13 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train_stacker)
 
     p = verbs.add_parser("pipeline", help="the pipeline file: everything a prediction needs",
-                         description="Write a pipeline file (JSON, paths relative to it) from trained models.")
+                         description="Write a pipeline file (JSON, paths relative to it) from trained models; share "
+                                     "a trained pipeline as one zip file and install it elsewhere.")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = actions.add_parser("init", help="write a pipeline file from trained stage-1 and stage-2 models",
-                           description="Names the stage-1 and stage-2 model folders and folds, the ROI settings (read "
-                                       "from the stage-2 dataset's roi.csv, so inference crops as training did), "
-                                       "the optional GAT and stacker, and the fallback probabilities (training "
-                                       "prevalence).")
+                           description="Names the stage-1 and stage-2 model folders and folds, the ROI settings (so "
+                                       "inference crops as training did), the optional GAT and stacker, and the "
+                                       "fallback probabilities (training prevalence). The ROI settings and the "
+                                       "prevalence come with the stage-2 model folder (its dataset.json); models "
+                                       "trained on an older ROI dataset read them from $nnUNet_raw.")
     q.add_argument("-o", "--output", type=Path, required=True, help="the pipeline file to write (.json)")
     q.add_argument("--stage1", required=True, help="stage-1 (vessel) dataset id or name")
     q.add_argument("--stage2", required=True, help="stage-2 (ROI) dataset id or name")
@@ -389,6 +412,22 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--stacker", type=Path, default=None, help="folder of the stacker")
     q.add_argument("--no-tta", action="store_true", help="no left/right flip test-time augmentation")
     q.set_defaults(func=_pipeline_init)
+    q = actions.add_parser("export", help="pack a trained pipeline into one zip file",
+                           description="Packs what PIPELINE names (the folds and checkpoints it uses, with each "
+                                       "nnU-Net model folder's plans.json, dataset.json and "
+                                       "dataset_fingerprint.json; the GAT and stacker folders), the pipeline file "
+                                       "with paths inside the zip, and the plugin's and nnunetv2's versions.")
+    q.add_argument("pipeline", type=Path, metavar="PIPELINE", help="the pipeline file (.json)")
+    q.add_argument("-o", "--output", type=Path, required=True, help="the zip file to write")
+    q.set_defaults(func=_pipeline_export)
+    q = actions.add_parser("install", help="unpack a shared pipeline zip; prints its pipeline file",
+                           description="Unpacks ARCHIVE into FOLDER (new or empty) after checking that this "
+                                       "environment has the plugin and nnunetv2 versions it was exported with, and "
+                                       "prints the installed pipeline file's path (for predict-series --pipeline). "
+                                       "No raw data is needed; FOLDER/nnUNet_results is an nnU-Net results folder.")
+    q.add_argument("archive", type=Path, metavar="ARCHIVE", help="a zip written by nnunet-aneurysm pipeline export")
+    q.add_argument("folder", type=Path, metavar="FOLDER", help="where to install it")
+    q.set_defaults(func=_pipeline_install)
 
     p = verbs.add_parser("predict-series", help="DICOM series -> submission.csv (14 probabilities per series)",
                          description="Predict DICOM series with a pipeline file: stage 1 (folds, flip TTA), region of "
