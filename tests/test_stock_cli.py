@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from nnunet_aneurysm.stages import STAGE1, STAGE2
 from tests.conftest import run_cli
 from tests.tiny_dataset import write_tiny_dataset
 
@@ -92,3 +93,23 @@ def test_scheduled_baseline_is_nnunets_trainer_on_the_plans_schedule(planned, nn
     checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert len(checkpoint["logging"]["train_losses"]) == 1  # the plans' one epoch, not nnU-Net's 1000
     assert any(k.startswith("encoder.stages") for k in checkpoint["network_weights"])
+
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("trainer, stage", [("AneurysmSegFormer3DTrainer", STAGE1),
+                                            ("AneurysmWaveFormerPINNTrainer", STAGE2)])
+def test_our_trainer_on_stock_plans_names_the_planner_to_run(planned, nnunet_env, trainer, stage):
+    """nnUNetv2_train's default plans are nnU-Net's (PlainConvUNet): one line saying what to run instead."""
+    stock = Path(nnunet_env["nnUNet_preprocessed"]) / "Dataset990_Tiny" / "nnUNetPlans.json"
+    if not stock.is_file():
+        # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which must not be 0 there
+        run_cli(["nnUNetv2_plan_experiment", "-d", str(DATASET)], {**nnunet_env, "nnUNet_n_proc_DA": "1"})
+    proc = run_cli(["nnUNetv2_train", str(DATASET), "3d_fullres", "0", "-tr", trainer, "-device", "cpu"], nnunet_env,
+                   check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"{trainer} needs plans written by {stage.planner} (nnUNetPlans 3d_fullres has PlainConvUNet): "
+        f"nnunet-aneurysm plan -d {DATASET} --planner {stage.planner}, then nnUNetv2_preprocess and nnUNetv2_train "
+        f"with -p {stage.plans}")

@@ -107,9 +107,34 @@ class WarmupPolyLRScheduler(_LRScheduler):
         self._last_lr = [lr] * len(self.optimizer.param_groups)
 
 
+class WrongPlansError(SystemExit):
+    """Plans whose network this trainer cannot train. A SystemExit, so that ``nnUNetv2_train`` ends with this
+    one line (and a non-zero status) instead of an AttributeError deep in nnU-Net's initialisation."""
+
+
+def check_plans_network(trainer: nnUNetTrainer, planner_name: str) -> None:
+    """Raise :class:`WrongPlansError` naming the planner to run when the configuration's network is not the one
+    ``planner_name`` plans (nnUNetv2_train's default plans are nnU-Net's own, with PlainConvUNet)."""
+    from nnunet_aneurysm.planners import PLANNERS
+
+    planner = PLANNERS[planner_name]
+    expected = f"{planner.network_class.__module__}.{planner.network_class.__name__}"
+    found = trainer.configuration_manager.network_arch_class_name
+    if found == expected:
+        return
+    dataset = trainer.plans_manager.dataset_name
+    dataset_id = int(dataset[len("Dataset"):].split("_")[0])
+    raise WrongPlansError(f"{type(trainer).__name__} needs plans written by {planner_name} "
+                          f"({trainer.plans_manager.plans_name} {trainer.configuration_name} has "
+                          f"{found.rsplit('.', 1)[-1]}): nnunet-aneurysm plan -d {dataset_id} "
+                          f"--planner {planner_name}, then nnUNetv2_preprocess and nnUNetv2_train with "
+                          f"-p {planner.default_plans_name}")
+
+
 class AneurysmTrainerBase(AneurysmScheduledNNUNetTrainer):
     """What all our own trainers share on top of the scheduled baseline (see the module docstring)."""
 
+    planner: str | None = None  # the planner (``nnunet-aneurysm plan --planner``) whose plans this trainer reads
     extra_metrics: tuple[str, ...] = ()  # logged once per epoch by subclasses
     left_right_flip_probability = 0.5
     label_input_channels: tuple[int, ...] = ()  # input channels holding class ids (swapped by the flip)
@@ -124,6 +149,8 @@ class AneurysmTrainerBase(AneurysmScheduledNNUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.planner is not None:
+            check_plans_network(self, self.planner)
         if self.adamw_lr is not None:  # nnU-Net's __init__ set its SGD values
             self.initial_lr, self.weight_decay = self.adamw_lr, self.adamw_weight_decay
 

@@ -32,6 +32,7 @@ from nnunetv2.utilities.collate_outputs import collate_outputs
 
 from nnunet_aneurysm.losses.tversky import TverskyCELoss
 from nnunet_aneurysm.metadata import MetadataTable
+from nnunet_aneurysm.stages import STAGE1
 from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
 
 
@@ -57,6 +58,7 @@ def conditioning_dataset(base: type, network, metadata: MetadataTable) -> type:
 class AneurysmSegFormer3DTrainer(AneurysmTrainerBase):
     """SegFormer3D from the plans; CE + union Tversky (recall first); AdamW with warm-up; union metrics logged."""
 
+    planner = STAGE1.planner
     fn_weight = 0.7
     fp_weight = 0.3
     adamw_lr = 1e-3

@@ -49,7 +49,7 @@ from nnunet_aneurysm.losses.collocation import (
 from nnunet_aneurysm.losses.physics import LENGTH_SCALE_MM, REYNOLDS_CURRICULUM, physics_loss
 from nnunet_aneurysm.losses.sparse_targets import SparseTargetLoss
 from nnunet_aneurysm.metadata import MetadataTable, read_series_targets
-from nnunet_aneurysm.stages import ARTERY_CHANNEL, VESSEL_CHANNEL
+from nnunet_aneurysm.stages import ARTERY_CHANNEL, STAGE2, VESSEL_CHANNEL
 from nnunet_aneurysm.trainers.augmentation import for_mixed_channels
 from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
 
@@ -70,6 +70,7 @@ def patch_targets(label: torch.Tensor) -> torch.Tensor:
 
 
 class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
+    planner = STAGE2.planner
     use_akorn = True
     use_pinn = True
     # Loss choices: these defaults, or the configuration's "losses" entry of the plans
