@@ -126,7 +126,7 @@ def test_a_broken_pipeline_file_is_one_clear_error(quick_demo, tmp_path):
     body = json.loads((quick_demo / "pipeline" / "pipeline.json").read_text())
     body["stage2"]["folds"] = [7]
     (tmp_path / "bad.json").write_text(json.dumps(body))
-    with pytest.raises(ValueError, match="lacks folds"):
+    with pytest.raises(ValueError, match="stage2.folds: fold 7 has no fold_7/checkpoint_final.pth"):
         read_pipeline(tmp_path / "bad.json")
 
 
