@@ -23,14 +23,16 @@ NETWORKS = {
 }
 
 
-def measured_peak(build, patch, batch) -> int:
+def measured_peak(build, patch, batch, make_input=None) -> int:
+    """``max_memory_allocated`` (bytes) over two steps; ``make_input(batch, patch)``: the input (default one
+    random image channel), on CUDA."""
     torch.backends.cudnn.benchmark = True
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     model = build().cuda().train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
     scaler = torch.amp.GradScaler("cuda")
-    x = torch.randn(batch, 1, *patch, device="cuda")
+    x = make_input(batch, patch) if make_input else torch.randn(batch, 1, *patch, device="cuda")
     for _ in range(2):  # the second step has the momentum buffers
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cuda"):
