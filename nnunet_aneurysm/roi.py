@@ -89,11 +89,30 @@ def find_roi(vessel_probability: np.ndarray, grid: Geometry, settings: RoiSettin
                fallback)
 
 
+def covering_crop(shape, grid: Geometry, target: Geometry, target_shape, margin: int = 2
+                  ) -> tuple[tuple[slice, ...], Geometry] | None:
+    """The part of an array of ``shape`` on ``grid`` that an interpolation onto ``target`` reads (its index box
+    around the target's corners, ``margin`` voxels wider), and that part's grid; None if they do not meet."""
+    corners = np.array(np.meshgrid(*[[0, s - 1] for s in target_shape], indexing="ij")).reshape(3, -1).T
+    index = grid.patient_to_voxel(target.voxel_to_patient(corners.astype(float)))
+    lo = np.maximum(np.floor(index.min(0)).astype(int) - margin, 0)
+    hi = np.minimum(np.ceil(index.max(0)).astype(int) + margin + 1, shape)
+    if np.any(hi <= lo):
+        return None
+    origin = grid.voxel_to_patient(lo[None].astype(float))[0]
+    return tuple(slice(a, b) for a, b in zip(lo, hi)), Geometry(origin, grid.row_dir, grid.col_dir, grid.spacing)
+
+
 def resample_to_roi(array: np.ndarray, scan: Geometry, roi: Roi, labels: bool = False,
                     outside: float = 0.0) -> np.ndarray:
-    """A scan-grid array ([k, j, i]) sampled on the ROI grid: linear, or nearest for ``labels``."""
+    """A scan-grid array ([k, j, i]) sampled on the ROI grid: linear, or nearest for ``labels``. Only the part of
+    the scan around the ROI is handed to SimpleITK (which copies what it is given: a whole clinical scan would
+    cost another 4 bytes per voxel)."""
     reference = to_sitk(np.zeros(roi.shape, np.float32), roi.geometry)
-    image = to_sitk(np.ascontiguousarray(array, dtype=np.float32), scan)
+    crop = covering_crop(array.shape, scan, roi.geometry, roi.shape)
+    if crop is None:
+        return np.full(roi.shape, outside, np.uint8 if labels else np.float32)
+    image = to_sitk(np.ascontiguousarray(array[crop[0]], dtype=np.float32), crop[1])
     interpolator = sitk.sitkNearestNeighbor if labels else sitk.sitkLinear
     out = sitk.GetArrayFromImage(sitk.Resample(image, reference, sitk.Transform(), interpolator, outside))
     return out.astype(np.uint8) if labels else out.astype(np.float32)

@@ -103,3 +103,25 @@ def test_flip_tta_of_a_mirrored_roi_is_the_mirrored_and_swapped_tta():
     a, b = flip_tta(forward, x, 2), flip_tta(forward, mirrored, 2)
     torch.testing.assert_close(b["probabilities"], swap_class_channels(torch.flip(a["probabilities"], (4,))))
     torch.testing.assert_close(b["series"], swap_series_columns(a["series"]))
+
+
+def test_resampling_to_the_roi_reads_only_the_crop_around_it_and_gives_the_same_values():
+    """The crop handed to SimpleITK covers the ROI: the values equal those of resampling the whole scan."""
+    import SimpleITK as sitk
+
+    from nnunet_aneurysm.geometry import to_sitk
+    from nnunet_aneurysm.roi import covering_crop
+
+    rng = np.random.default_rng(0)
+    row = np.array([np.cos(0.4), np.sin(0.4), 0.0])
+    scan = Geometry(np.array([-60.0, -50.0, -40.0]), row, np.cross([0, 0, 1.0], row), (1.1, 0.7, 0.8))
+    shape = (90, 150, 140)
+    image = rng.normal(size=shape).astype(np.float32)
+    roi = find_roi(np.zeros((2, 2, 2), np.float32), scan, RoiSettings((30.0, 36.0, 42.0), 1.5),
+                   fallback_centre_mm=[-5.0, 10.0, 0.0])
+    whole = sitk.GetArrayFromImage(sitk.Resample(to_sitk(image, scan), to_sitk(np.zeros(roi.shape, np.float32),
+                                                                                roi.geometry),
+                                                 sitk.Transform(), sitk.sitkLinear, 0.0))
+    assert np.abs(resample_to_roi(image, scan, roi) - whole).max() < 1e-5
+    crop, _ = covering_crop(shape, scan, roi.geometry, roi.shape)
+    assert np.prod([s.stop - s.start for s in crop]) < 0.2 * image.size

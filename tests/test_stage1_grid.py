@@ -6,32 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
-from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_aneurysm.geometry import Geometry
 from nnunet_aneurysm.inference.nnunet_io import nnunet_properties
 from nnunet_aneurysm.inference.stage1 import VesselPrediction, preprocessed_grid, resample_channels
-
-
-def _plans(transpose: list[int], spacing: list[float]) -> PlansManager:
-    """A plans file as nnU-Net's planner writes it, reduced to what preprocessing reads."""
-    resampling = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
-    return PlansManager({
-        "dataset_name": "Dataset999_Grid", "plans_name": "P", "image_reader_writer": "SimpleITKIO",
-        "original_median_spacing_after_transp": spacing, "original_median_shape_after_transp": [32, 32, 32],
-        "transpose_forward": transpose, "transpose_backward": [transpose.index(i) for i in range(3)],
-        "experiment_planner_used": "test", "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {"0": {"mean": 0.0, "std": 1.0}},
-        "configurations": {"3d_fullres": {
-            "data_identifier": "P_3d_fullres", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
-            "patch_size": [32, 32, 32], "median_image_size_in_voxels": [32, 32, 32], "spacing": spacing,
-            "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
-            "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_data_kwargs": resampling,
-            "resampling_fn_seg": "resample_data_or_seg_to_shape",
-            "resampling_fn_seg_kwargs": {**resampling, "is_seg": True, "order": 1},
-            "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-            "resampling_fn_probabilities_kwargs": {**resampling, "order": 1},
-            "architecture": {"network_class_name": "x", "arch_kwargs": {}, "_kw_requires_import": []}}}})
+from tests.tiny_plans import plans_manager
 
 
 def _oblique() -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +52,7 @@ def test_the_preprocessed_grid_puts_the_blob_where_it_is(transpose, scan_spacing
     centre_mm = np.array([2.0, 3.0, -1.0])
     shape = (20, 90, 100) if scan_spacing[0] > 2 else (70, 90, 100)
     image, scan = _blob_scan(shape, scan_spacing, centre_mm)
-    plans = _plans(transpose, [target[t] for t in range(3)])
+    plans = plans_manager(transpose, [target[t] for t in range(3)])
     data, _, properties = DefaultPreprocessor(verbose=False).run_case_npy(
         image[None], None, nnunet_properties(scan), plans, plans.get_configuration("3d_fullres"), {})
     assert np.any(np.array(properties["bbox_used_for_cropping"])[:, 0] > 0)  # the crop happened

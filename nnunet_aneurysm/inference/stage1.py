@@ -31,6 +31,7 @@ import torch
 
 from nnunet_aneurysm.geometry import Geometry, to_sitk
 from nnunet_aneurysm.inference.nnunet_io import load_predictor, nnunet_properties
+from nnunet_aneurysm.inference.scan_preprocessing import preprocess_scan
 from nnunet_aneurysm.left_right import left_right_axis, swap_class_channels
 
 
@@ -108,8 +109,12 @@ class Stage1Model:
         self.seconds: dict[str, float] = {}  # of the last prediction: preprocessing, network (all folds and views)
 
     def preprocess(self, image: np.ndarray, geometry: Geometry) -> tuple[torch.Tensor, dict]:
-        """nnU-Net's preprocessing of the scan (as ``nnUNetv2_predict`` does it): [1, *grid] and its properties."""
+        """nnU-Net's preprocessing of the scan (as ``nnUNetv2_predict`` does it): [1, *grid] and its properties;
+        slab by slab (``scan_preprocessing``: same numbers, a few bytes per scan voxel) where the plans allow."""
         p = self.predictor
+        lean = preprocess_scan(image, nnunet_properties(geometry), p.plans_manager, p.configuration_manager)
+        if lean is not None:
+            return torch.from_numpy(lean[0]), lean[1]
         preprocessor = p.configuration_manager.preprocessor_class(verbose=False)
         data, _, properties = preprocessor.run_case_npy(image[None], None, nnunet_properties(geometry),
                                                         p.plans_manager, p.configuration_manager, p.dataset_json)

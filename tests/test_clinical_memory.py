@@ -1,0 +1,55 @@
+"""Stage 1 -> ROI on a mid-size scan stays within a few bytes per scan voxel: the 14-class probabilities
+never come back to the scan's grid (14 float32 channels alone are 56 bytes per voxel)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+BYTES_PER_VOXEL_LIMIT = 12.0  # the scan itself is 4; the full-grid 14-class export alone is 56
+
+CHILD = """
+import json, resource, sys
+import numpy as np, psutil, torch
+from nnunet_aneurysm.geometry import Geometry
+from nnunet_aneurysm.inference.pipeline_file import read_pipeline
+from nnunet_aneurysm.inference.roi_dataset import roi_channels
+from nnunet_aneurysm.inference.stage1 import Stage1Model
+torch.set_num_threads(2)
+pipeline = read_pipeline(sys.argv[1])
+model = Stage1Model(pipeline.resolve(pipeline.stage1.folder), pipeline.stage1.folds)
+shape = tuple(json.loads(sys.argv[2]))
+extent = np.array([180.0, 220.0, 220.0])  # mm: a whole head, the same at every matrix size
+scan = Geometry(np.array([-110.0, -100.0, -80.0]), np.eye(3)[0], np.eye(3)[1], tuple(extent / shape))
+z, y, x = np.ogrid[:shape[0], :shape[1], :shape[2]]
+c = np.array(shape) / 2
+image = np.where(((z - c[0]) / (0.3 * shape[0])) ** 2 + ((y - c[1]) / (0.35 * shape[1])) ** 2
+                 + ((x - c[2]) / (0.3 * shape[2])) ** 2 < 1, 400.0, -1000.0)
+image = image.astype(np.float32)
+before = psutil.Process().memory_info().rss
+vessels = model.predict(image, scan, None)
+roi, channels = roi_channels(image, scan, vessels, pipeline.roi_settings())
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"grown": peak - before, "voxels": image.size, "grid": list(vessels.probabilities.shape),
+                  "scan": list(shape), "roi": list(channels[1].shape)}))
+"""
+
+
+def _grown(pipeline, shape) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(pipeline), json.dumps(shape)], capture_output=True,
+                          text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_stage1_and_roi_memory_grows_a_few_bytes_per_scan_voxel(quick_demo):
+    """The same head at 128 x 128 x 100 and 256 x 256 x 200: stage 1's own grid is the same (it follows the
+    millimetres), so the difference in peak memory is what each scan voxel costs."""
+    pipeline = quick_demo / "pipeline" / "pipeline.json"
+    small, large = _grown(pipeline, [100, 128, 128]), _grown(pipeline, [200, 256, 256])
+    assert large["grid"] == small["grid"] and large["grid"][0] == 14 and large["grid"][1:] != large["scan"]
+    slope = (large["grown"] - small["grown"]) / (large["voxels"] - small["voxels"])
+    assert slope < BYTES_PER_VOXEL_LIMIT, (slope, small, large)
