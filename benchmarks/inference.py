@@ -122,8 +122,9 @@ def child(job: dict) -> dict:
 
 def measure(job: dict, limit_bytes: float) -> dict:
     """Run ``job`` in a child process, watching its memory; the child's own figures, or a 'killed' row."""
+    errors = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(job)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+                            stderr=errors, text=True)
     watched, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
         try:
@@ -137,6 +138,8 @@ def measure(job: dict, limit_bytes: float) -> dict:
         time.sleep(0.05)
     out = proc.stdout.read().strip().splitlines()
     if proc.returncode != 0 or not out:
+        errors.seek(0)
+        print(errors.read()[-3000:], file=sys.stderr)
         return {"killed": False, "failed": f"exit {proc.returncode}", "peak": peak}
     return json.loads(out[-1])
 
@@ -178,7 +181,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, help="a finished demo (its pipeline/pipeline.json)")
     parser.add_argument("--pipeline", type=Path, help="a pipeline file (instead of --workdir)")
-    parser.add_argument("--cache", type=Path, required=True, help="folder for the generated clinical-size series")
+    parser.add_argument("--cache", type=Path, help="folder for the generated clinical-size series (required)")
     parser.add_argument("--cases", nargs="+", default=["256", "512x400"])
     parser.add_argument("--curve", action="store_true", help=f"also the memory curve over {', '.join(CURVE)}")
     parser.add_argument("--threads", type=int, default=2)
@@ -189,6 +192,8 @@ def main():
     if args.child:
         print(json.dumps(child(json.loads(args.child))), flush=True)
         return
+    if args.cache is None:
+        parser.error("--cache is required")
     from nnunet_aneurysm.inference.pipeline_file import read_pipeline
 
     pipeline = read_pipeline(args.pipeline or args.workdir / "pipeline" / "pipeline.json")
