@@ -20,6 +20,17 @@ def _ext_path(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device(args: argparse.Namespace) -> str:
+    """``-device`` as given (cuda checked to be usable), or cuda where torch can use it, else cpu (said in one
+    line)."""
+    from nnunet_aneurysm.device import choose_device
+
+    device, note = choose_device(args.device)
+    if note:
+        print(note, flush=True)
+    return device
+
+
 def _plan(args: argparse.Namespace) -> int:
     from nnunet_aneurysm.planners import PLANNERS
     from nnunet_aneurysm.planners.run import plan_dataset
@@ -80,7 +91,7 @@ def _roi_dataset(args: argparse.Namespace) -> int:
                            args.vessel_threshold if fixed else RoiSettings.vessel_threshold)
     try:
         folder = build_roi_dataset(raw, aneurysms, stage2_dataset_name(args.output_id, aneurysms), model_dir,
-                                   args.device, settings, choose_threshold=not fixed)
+                                   _device(args), settings, choose_threshold=not fixed)
     except FileNotFoundError as err:
         raise UserInputError(str(err)) from None
     print(f"wrote {folder}")
@@ -100,7 +111,7 @@ def _features(args: argparse.Namespace) -> int:
 
     raw, model = _stage2_raw_and_model(args)
     try:
-        table = out_of_fold_features(raw, model, args.output, args.device)
+        table = out_of_fold_features(raw, model, args.output, _device(args))
     except FileNotFoundError as err:
         raise UserInputError(str(err)) from None
     table.to_csv(args.output / "features.csv", index=False)
@@ -183,26 +194,45 @@ def _pipeline_install(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_series(args: argparse.Namespace) -> int:
+def _messages_to(path: Path, append: bool) -> None:
+    """Every log record and Python warning of this process goes to ``path``, none to the terminal."""
     import logging
 
-    from nnunet_aneurysm.inference.pipeline_file import read_pipeline
-    from nnunet_aneurysm.inference.series import SeriesPipeline, predict_series, series_folders
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[logging.FileHandler(path, mode="a" if append else "w")], force=True)
+    logging.captureWarnings(True)
 
+
+def _predict_series(args: argparse.Namespace) -> int:
+    from nnunet_aneurysm.inference.pipeline_file import read_pipeline
+    from nnunet_aneurysm.inference.series import ModelLoadError, SeriesPipeline
+    from nnunet_aneurysm.inference.submission import predict_series, series_folders
+
+    if not 0 < args.step_size <= 1:
+        raise UserInputError(f"-step_size is a fraction of the patch in (0, 1], not {args.step_size}")
     try:
-        pipeline = read_pipeline(args.pipeline)
-        folders = series_folders(args.inputs)
+        pipeline = read_pipeline(args.pipeline).choose(args.folds, args.checkpoint,
+                                                       False if args.disable_tta else None)
+        folders = series_folders(args.inputs, require_dicom=not args.allow_fallback)
     except ValueError as err:
         raise UserInputError(str(err)) from None
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.device == "cpu":
+    device = _device(args)
+    messages = args.output.with_suffix(".log")
+    _messages_to(messages, append=args.resume)
+    if device == "cpu":
         import torch
 
         torch.set_num_threads(os.cpu_count() or 1)
-    submission = predict_series(SeriesPipeline(pipeline, args.device), folders, args.output,
-                                save_outputs=args.save_outputs)
-    print(f"{len(submission)} series predicted: {args.output} (per-series log: "
-          f"{args.output.with_name(args.output.stem + '_log.csv')})")
+    try:
+        model = SeriesPipeline(pipeline, device, args.step_size)
+    except ModelLoadError as err:
+        raise UserInputError(str(err)) from None
+    summary = predict_series(model, folders, args.output, save_outputs=args.save_outputs, resume=args.resume)
+    print(f"{summary.line()}; messages {messages}")
+    failure = summary.systemic_failure()
+    if failure and not args.allow_fallback:
+        raise UserInputError(failure)
     return 0
 
 
@@ -261,7 +291,7 @@ def _demo(args: argparse.Namespace) -> int:
     settings = quick_settings(args.workdir) if args.quick else DemoSettings(args.workdir)
     changes = {k: v for k, v in (("train_series", args.train_series), ("heldout_series", args.heldout_series),
                                  ("size", args.size), ("folds", args.folds)) if v is not None}
-    settings = replace(settings, seed=args.seed, device=args.device, **changes)
+    settings = replace(settings, seed=args.seed, device=_device(args), **changes)
     for stage, epochs in (("stage1", args.stage1_epochs), ("stage2", args.stage2_epochs)):
         old = getattr(settings, stage)
         setattr(settings, stage, Schedule(epochs or old.epochs, args.iterations or old.iterations, old.val_iterations))
@@ -270,9 +300,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nnunet_aneurysm.inference.submission import MAX_FALLBACK_SHARE
     from nnunet_aneurysm.planners import PLANNERS
     from nnunet_aneurysm.roi import RoiSettings
     from nnunet_aneurysm.stages import STAGE1, STAGE2
+
+    def device_argument(p, help_extra: str = "") -> None:
+        p.add_argument("-device", "--device", default=None, choices=["cpu", "cuda"],
+                       help="default: cuda where torch can use a GPU, else cpu (said in one line)" + help_extra)
 
     parser = argparse.ArgumentParser(prog="nnunet-aneurysm", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -351,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ROI voxel size in mm (default %(default)s)")
     p.add_argument("--vessel-threshold", type=float, default=None,
                    help="a fixed threshold on stage 1's vessel probability instead of the out-of-fold choice")
-    p.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"])
+    device_argument(p)
     p.set_defaults(func=_roi_dataset)
 
     def stage2_model_arguments(p):
@@ -368,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "and a 'source_fold' column) and OUTPUT/graphs; resumable.")
     stage2_model_arguments(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for features.csv and graphs/")
-    p.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"])
+    device_argument(p)
     p.set_defaults(func=_features)
 
     p = verbs.add_parser("train-gat", help="one GAT per fold on the out-of-fold vessel graphs",
@@ -434,11 +469,32 @@ def build_parser() -> argparse.ArgumentParser:
                                      "interest, stage 2 (folds, flip TTA), graph, GAT, stacker. INPUT is a series "
                                      "folder, a folder of series folders, or an RSNA root. A series that fails any "
                                      "step still gets a row (the previous step's answer or the fallback row); the "
-                                     "reasons go to <output>_log.csv.")
+                                     "reasons go to <output>_log.csv. Rows are appended as each series finishes. "
+                                     "The terminal shows a progress bar and a summary; nnU-Net's messages and "
+                                     "warnings go to <output>.log. Exit status 2 with one line on a systemic "
+                                     "failure: a -device that cannot be used, a model that cannot be loaded, no "
+                                     f"INPUT folder holding DICOM, or more than {100 * MAX_FALLBACK_SHARE:.0f} % of "
+                                     "the series on the fallback row (after every row is written).")
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT")
     p.add_argument("-o", "--output", type=Path, required=True, help="submission CSV to write")
     p.add_argument("--pipeline", type=Path, required=True, help="pipeline file (nnunet-aneurysm pipeline init)")
-    p.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"])
+    device_argument(p)
+    p.add_argument("-f", "--folds", type=int, nargs="+", default=None,
+                   help="folds of both stages (and their GATs) to ensemble (default: the pipeline file's)")
+    p.add_argument("-chk", "--checkpoint", default=None,
+                   help="checkpoint file of every fold of both stages, e.g. checkpoint_best.pth (default: the "
+                        "pipeline file's, checkpoint_final.pth)")
+    p.add_argument("--disable_tta", "--disable-tta", action="store_true",
+                   help="no left/right flip test-time augmentation in either stage (about half the network time)")
+    p.add_argument("-step_size", "--step-size", type=float, default=0.5,
+                   help="sliding-window step of both stages, a fraction of the patch (nnU-Net's; default 0.5, "
+                        "larger is faster)")
+    p.add_argument("--continue", "--continue_prediction", dest="resume", action="store_true",
+                   help="keep the series OUTPUT already holds (a killed run's) and predict only the others")
+    p.add_argument("--allow-fallback", action="store_true",
+                   help=f"exit 0 however many series got the fallback row (default: exit 2 above "
+                        f"{100 * MAX_FALLBACK_SHARE:.0f} %%) and give folders without DICOM the fallback row: "
+                        "a row for every series, as the competition's server needs")
     p.add_argument("--save-outputs", type=Path, default=None,
                    help="also write each series' stage-2 maps and candidates (patient mm) under this folder")
     p.set_defaults(func=_predict_series)
@@ -471,8 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage2-epochs", type=int, default=None, help="stage-2 epochs per fold (default 40)")
     p.add_argument("--iterations", type=int, default=None,
                    help="iterations per epoch of both stages (default 20 for stage 1, 25 for stage 2)")
-    p.add_argument("-device", "--device", default="cpu", choices=["cpu", "cuda"],
-                   help="cuda: nnU-Net's GPU configuration (3d_fullres) and schedule")
+    device_argument(p, "; cuda trains nnU-Net's GPU configuration (3d_fullres) with the demo's schedule")
     p.set_defaults(func=_demo)
     return parser
 

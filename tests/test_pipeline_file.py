@@ -7,30 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_aneurysm.inference.pipeline_file import ModelEntry, Pipeline, read_pipeline
-from nnunet_aneurysm.labels import SUBMISSION_COLUMNS
-
-
-def _model(root: Path, name: str, folds=(0, 1), checkpoint: str = "checkpoint_final.pth") -> Path:
-    for fold in folds:
-        (root / name / f"fold_{fold}").mkdir(parents=True, exist_ok=True)
-        (root / name / f"fold_{fold}" / checkpoint).write_bytes(b"")
-    return root / name
+from nnunet_aneurysm.inference.pipeline_file import read_pipeline
+from tests.fake_pipeline import fake_model, write_fake_pipeline
 
 
 @pytest.fixture
 def pipeline_file(tmp_path) -> Path:
-    """A pipeline file whose every path exists (the models are empty checkpoint files: nothing is loaded)."""
-    _model(tmp_path, "stage1")
-    _model(tmp_path, "stage2")
-    for folder in ("gat", "stacker"):
-        (tmp_path / folder).mkdir()
-    pipeline = Pipeline(ModelEntry("../stage1", [0, 1]), ModelEntry("../stage2", [0, 1]),
-                        roi={"size_mm": [72.0, 72.0, 96.0], "spacing_mm": 1.5, "vessel_threshold": 0.3},
-                        gat="../gat", stacker="../stacker",
-                        fallback_probabilities=dict.fromkeys(SUBMISSION_COLUMNS, 0.1))
-    (tmp_path / "pipeline").mkdir()
-    return pipeline.save(tmp_path / "pipeline" / "pipeline.json")
+    return write_fake_pipeline(tmp_path)
 
 
 def test_a_complete_file_reads(pipeline_file):
@@ -84,8 +67,8 @@ def test_each_defect_is_one_line_naming_its_key(pipeline_file, defect):
 
 
 def test_folds_and_checkpoint_chosen_at_prediction_are_checked_like_the_file(pipeline_file):
-    _model(pipeline_file.parent.parent, "stage1", folds=(0,), checkpoint="checkpoint_best.pth")
-    _model(pipeline_file.parent.parent, "stage2", folds=(0,), checkpoint="checkpoint_best.pth")
+    fake_model(pipeline_file.parent.parent, "stage1", folds=(0,), checkpoint="checkpoint_best.pth")
+    fake_model(pipeline_file.parent.parent, "stage2", folds=(0,), checkpoint="checkpoint_best.pth")
     chosen = read_pipeline(pipeline_file).choose(folds=[0], checkpoint="checkpoint_best.pth")
     assert (chosen.stage1.folds, chosen.stage2.checkpoint) == ([0], "checkpoint_best.pth")
     with pytest.raises(ValueError, match="stage1.folds: fold 1 has no fold_1/checkpoint_best.pth"):

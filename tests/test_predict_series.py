@@ -98,7 +98,8 @@ def test_a_scan_without_vessels_is_read_by_stage2_in_a_box_centred_on_the_scan(p
 
 
 def test_predict_series_takes_an_rsna_root_and_keeps_going(quick_demo, tmp_path):
-    """A run with a broken series in the middle still writes every row, and its log says which."""
+    """A run with a broken series in the middle still writes every row, and its log says which. One series in
+    three on the fallback row is more than a damaged series or two: exit 2 with one line, unless allowed."""
     root = tmp_path / "rsna" / "series"
     root.mkdir(parents=True)
     good = sorted((quick_demo / "rsna_heldout" / "series").iterdir())[:2]
@@ -106,12 +107,81 @@ def test_predict_series_takes_an_rsna_root_and_keeps_going(quick_demo, tmp_path)
         shutil.copytree(folder, root / folder.name)
     defects.no_readable_image(root / "broken")
     env = demo_environment(quick_demo)
-    run_cli(["nnunet-aneurysm", "predict-series", str(tmp_path / "rsna"), "-o", str(tmp_path / "out.csv"),
-             "--pipeline", str(quick_demo / "pipeline" / "pipeline.json")], env)
+    argv = ["nnunet-aneurysm", "predict-series", str(tmp_path / "rsna"), "-o", str(tmp_path / "out.csv"),
+            "--pipeline", str(quick_demo / "pipeline" / "pipeline.json"), "-device", "cpu"]
+    proc = run_cli(argv, env, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(
+        "nnunet-aneurysm predict-series: error: 1 of 3 series (33%, more than 10%) got the fallback row; most often: "
+        "read failed: SeriesError: no DICOM image"), proc.stderr[-2000:]
     submission = pd.read_csv(tmp_path / "out.csv", dtype={ID_COLUMN: str})
     assert list(submission.columns) == [ID_COLUMN, *SUBMISSION_COLUMNS] and len(submission) == 3
     log = pd.read_csv(tmp_path / "out_log.csv", dtype={ID_COLUMN: str})
     assert log.set_index(ID_COLUMN).loc["broken", "source"] == "fallback"
+    allowed = run_cli([*argv, "--allow-fallback", "--continue"], env)  # nothing left to predict; accepted
+    assert "0 series predicted" in allowed.stdout and "(3 kept from an earlier run)" in allowed.stdout
+    assert pd.read_csv(tmp_path / "out.csv", dtype={ID_COLUMN: str}).equals(submission)
+
+
+def test_a_killed_run_keeps_its_rows_and_the_next_predicts_only_the_rest(pipeline, quick_demo, tmp_path):
+    from nnunet_aneurysm.inference.submission import predict_series
+
+    folders = sorted((quick_demo / "rsna_heldout" / "series").iterdir())[:3]
+    output, real_run, ran = tmp_path / "out.csv", pipeline.run, []
+
+    def killed_at_the_second(folder):
+        if len(ran) == 1:
+            raise KeyboardInterrupt  # as a kill would stop it, between two series
+        ran.append(folder.name)
+        return real_run(folder)
+
+    pipeline.run = killed_at_the_second
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            predict_series(pipeline, folders, output, progress=False)
+        kept = pd.read_csv(output, dtype={ID_COLUMN: str})
+        assert kept[ID_COLUMN].tolist() == [folders[0].name]  # its row was on disk before the kill
+        with open(output, "a") as f:
+            f.write(folders[1].name + ",0.1,0.2")  # a row torn by a kill mid-write
+        ran.clear()
+        pipeline.run = lambda folder: ran.append(folder.name) or real_run(folder)
+        summary = predict_series(pipeline, folders, output, progress=False, resume=True)
+    finally:
+        pipeline.run = real_run
+    assert ran == [folders[1].name, folders[2].name] and (summary.resumed, summary.total) == (1, 3)
+    submission = pd.read_csv(output, dtype={ID_COLUMN: str})
+    assert submission[ID_COLUMN].tolist() == [f.name for f in folders] and not submission.isna().any().any()
+    log = pd.read_csv(output.with_name("out_log.csv"), dtype={ID_COLUMN: str})
+    assert log[ID_COLUMN].tolist() == submission[ID_COLUMN].tolist()
+    assert sorted(set(pd.read_csv(output.with_name("out_features.csv"), dtype={ID_COLUMN: str})[ID_COLUMN])) == \
+        sorted(f.name for f in folders)
+
+
+def test_nnunet_switches_reach_both_stages_and_the_terminal_shows_only_progress(quick_demo, tmp_path):
+    from nnunet_aneurysm.inference.series import SeriesPipeline
+
+    folder = sorted((quick_demo / "rsna_heldout" / "series").iterdir())[0]
+    pipeline_file = quick_demo / "pipeline" / "pipeline.json"
+    proc = run_cli(["nnunet-aneurysm", "predict-series", str(folder), "-o", str(tmp_path / "out.csv"),
+                    "--pipeline", str(pipeline_file), "-device", "cpu", "-f", "1", "-chk", "checkpoint_final.pth",
+                    "--disable_tta", "-step_size", "0.75"], demo_environment(quick_demo))
+    terminal = proc.stdout + proc.stderr
+    for chatter in ("Searching in", "Using trainer", "not found in", "FutureWarning", "perform_everything_on_device"):
+        assert chatter not in terminal, chatter
+    assert proc.stdout.strip().splitlines()[-1].startswith("1 series predicted in ")
+    assert "predicting series" in proc.stderr  # the progress bar
+    messages = (tmp_path / "out.log").read_text()
+    assert "Using trainer 'AneurysmSegFormer3DTrainer'" in messages and "FutureWarning" in messages
+
+    chosen = SeriesPipeline(read_pipeline(pipeline_file).choose([1], "checkpoint_final.pth", flip_tta=False), "cpu",
+                            tile_step_size=0.75)
+    for model in (chosen.stage1, chosen.stage2):
+        assert not model.flip_tta and model.predictor.tile_step_size == 0.75
+        assert len(model.predictor.list_of_parameters) == 1  # fold 1 alone
+    assert list(chosen.gats) == [1]
+    row = pd.read_csv(tmp_path / "out.csv", dtype={ID_COLUMN: str}).set_index(ID_COLUMN).loc[folder.name]
+    np.testing.assert_allclose(row.to_numpy(float), chosen.predict(folder).to_numpy()[0], atol=1e-6)
+    default = pd.read_csv(quick_demo / "submission.csv", dtype={ID_COLUMN: str}).set_index(ID_COLUMN).loc[folder.name]
+    assert np.abs(row.to_numpy(float) - default.to_numpy(float)).max() > 1e-6  # the switches changed the answer
 
 
 def test_the_pipeline_folder_moves_as_a_whole(quick_demo, tmp_path):
@@ -124,6 +194,9 @@ def test_the_pipeline_folder_moves_as_a_whole(quick_demo, tmp_path):
 
 def test_a_broken_pipeline_file_is_one_clear_error(quick_demo, tmp_path):
     body = json.loads((quick_demo / "pipeline" / "pipeline.json").read_text())
+    for entry in (body["stage1"], body["stage2"]):  # the copy lies elsewhere: its model folders made absolute
+        entry["folder"] = str((quick_demo / "pipeline" / entry["folder"]).resolve())
+    body["gat"] = body["stacker"] = None
     body["stage2"]["folds"] = [7]
     (tmp_path / "bad.json").write_text(json.dumps(body))
     with pytest.raises(ValueError, match="stage2.folds: fold 7 has no fold_7/checkpoint_final.pth"):

@@ -58,8 +58,12 @@ class Pipeline:
                                 checkpoint=checkpoint or entry.checkpoint)
                   for name, entry in (("stage1", self.stage1), ("stage2", self.stage2))}
         where = self.path or Path.cwd() / "pipeline.json"
-        for name, entry in stages.items():
-            _check_model(where, name, asdict(entry))
+        try:
+            for name, entry in stages.items():
+                _check_model(where, name, asdict(entry))
+        except ValueError as err:
+            raise ValueError(f"folds {stages['stage1'].folds} and {stages['stage1'].checkpoint} chosen, but {err}") \
+                from None
         return replace(self, **stages, flip_tta=self.flip_tta if flip_tta is None else flip_tta)
 
     def save(self, path: Path | str) -> Path:

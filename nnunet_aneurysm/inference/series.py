@@ -5,7 +5,9 @@ DICOM (the converter's reader) -> stage 1 (fold ensemble, flip TTA) -> vessel re
 column order. Every step that fails falls back to the previous step's answer, and a series that
 cannot be read gets the pipeline file's fallback row (the training prevalence of each column); a
 series in which stage 1 finds no vessel is read in a box centred on the scan, as roi-dataset did
-in training. The reasons are recorded, never raised to the caller. Models are loaded once.
+in training. The reasons are recorded, never raised to the caller. Models are loaded once; one that
+cannot be loaded is raised (:class:`ModelLoadError`), since no series could be predicted without it.
+Many series to a submission file: ``submission.py``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ from nnunet_aneurysm.roi import Roi
 log = logging.getLogger("nnunet_aneurysm.predict")
 
 
+# SeriesResult.seconds keys, in the order the steps run (stage1_preprocess is part of stage1)
+STEP_SECONDS = ("read", "stage1_preprocess", "stage1", "roi", "stage2", "postprocessing")
+
+
 @dataclass
 class SeriesResult:
     series_uid: str
@@ -53,23 +59,49 @@ class SeriesResult:
         return {ID_COLUMN: self.series_uid, **dict(zip(SUBMISSION_COLUMNS, map(float, self.probabilities)))}
 
 
-class SeriesPipeline:
-    """The models of a pipeline file, loaded once; :meth:`predict` is the competition's ``predict(series_path)``."""
+class ModelLoadError(RuntimeError):
+    """A model named by the pipeline file cannot be loaded (one line: which, from where, why). No series can
+    be predicted then, so it is raised, unlike the failures of one series."""
 
-    def __init__(self, pipeline: Pipeline, device: str | torch.device = "cpu"):
-        self.pipeline, self.device = pipeline, torch.device(device)
-        self.stage1 = Stage1Model(pipeline.resolve(pipeline.stage1.folder), pipeline.stage1.folds, self.device,
-                                  pipeline.flip_tta, pipeline.stage1.checkpoint)
-        self.stage2 = Stage2Model(pipeline.resolve(pipeline.stage2.folder), pipeline.stage2.folds, self.device,
-                                  pipeline.flip_tta, checkpoint=pipeline.stage2.checkpoint)
+
+def _load(what: str, folder: Path, load):
+    try:
+        return load()
+    except Exception as err:
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise ModelLoadError(f"cannot load {what} from {folder}: {type(err).__name__}: {reason}") from err
+
+
+class SeriesPipeline:
+    """The models of a pipeline file, loaded once; :meth:`predict` is the competition's ``predict(series_path)``.
+
+    ``device``: None is cuda where torch can use it, else cpu. ``tile_step_size``: nnU-Net's sliding-window
+    step of both stages, a fraction of the patch (``-step_size``; 0.5 is nnU-Net's, larger is faster).
+    A model that cannot be loaded raises :class:`ModelLoadError`."""
+
+    def __init__(self, pipeline: Pipeline, device: str | torch.device | None = None, tile_step_size: float = 0.5):
+        from nnunet_aneurysm.device import default_device
+
+        self.pipeline, self.device = pipeline, torch.device(device or default_device())
+        stage1, stage2 = pipeline.resolve(pipeline.stage1.folder), pipeline.resolve(pipeline.stage2.folder)
+        self.stage1 = _load(f"stage 1 (folds {pipeline.stage1.folds}, {pipeline.stage1.checkpoint})", stage1,
+                            lambda: Stage1Model(stage1, pipeline.stage1.folds, self.device, pipeline.flip_tta,
+                                                pipeline.stage1.checkpoint))
+        self.stage2 = _load(f"stage 2 (folds {pipeline.stage2.folds}, {pipeline.stage2.checkpoint})", stage2,
+                            lambda: Stage2Model(stage2, pipeline.stage2.folds, self.device, pipeline.flip_tta,
+                                                checkpoint=pipeline.stage2.checkpoint))
+        for model in (self.stage1, self.stage2):  # nnU-Net's predictor reads it at every sliding-window pass
+            model.predictor.tile_step_size = tile_step_size
         self.roi_settings = pipeline.roi_settings()
         self.fallback = np.array([pipeline.fallback_probabilities[c] for c in SUBMISSION_COLUMNS], float)
         from nnunet_aneurysm.postprocessing.stacker import Stacker
         from nnunet_aneurysm.postprocessing.training import load_fold_gats
 
         folds = pipeline.stage2.folds
-        self.gats = load_fold_gats(pipeline.resolve(pipeline.gat), folds) if pipeline.gat else {}
-        self.stacker = Stacker.load(pipeline.resolve(pipeline.stacker)) if pipeline.stacker else None
+        self.gats = _load(f"the GATs of folds {folds}", pipeline.resolve(pipeline.gat),
+                          lambda: load_fold_gats(pipeline.resolve(pipeline.gat), folds)) if pipeline.gat else {}
+        self.stacker = _load("the stacker", pipeline.resolve(pipeline.stacker),
+                             lambda: Stacker.load(pipeline.resolve(pipeline.stacker))) if pipeline.stacker else None
 
     def predict(self, series_path: str | Path) -> pd.DataFrame:
         """One row: the 14 probabilities in competition order (the competition passes only the folder)."""
@@ -149,57 +181,7 @@ class SeriesPipeline:
         return True
 
 
-def load_pipeline(path: str | Path, device: str = "cpu") -> SeriesPipeline:
-    """``load_pipeline(FILE).predict(series_path)`` -> a one-row DataFrame of the 14 columns."""
+def load_pipeline(path: str | Path, device: str | None = None) -> SeriesPipeline:
+    """``load_pipeline(FILE).predict(series_path)`` -> a one-row DataFrame of the 14 columns. ``device``: None is
+    cuda where torch can use it, else cpu."""
     return SeriesPipeline(read_pipeline(path), device)
-
-
-def series_folders(inputs: list[Path]) -> list[Path]:
-    """Series folders from INPUT paths: a series folder (holds files), a folder of series folders, or an
-    RSNA root (holds ``series/``)."""
-    found = []
-    for path in inputs:
-        path = Path(path)
-        if not path.is_dir():
-            raise ValueError(f"{path} is not a folder")
-        if (path / "series").is_dir():
-            path = path / "series"
-        if any(p.is_file() for p in path.iterdir()):
-            found.append(path)
-        else:
-            found += sorted(p for p in path.iterdir() if p.is_dir())
-    if not found:
-        raise ValueError(f"no series folder in {', '.join(map(str, inputs))}")
-    return found
-
-
-def predict_series(pipeline: SeriesPipeline, folders: list[Path], output: Path, progress: bool = True,
-                   save_outputs: Path | None = None) -> pd.DataFrame:
-    """Predict every folder; write the submission (``SeriesInstanceUID`` + 14 columns) and beside it a log
-    with each series' source, seconds per step and fallback reasons, and (with a stacker) the stacker's
-    input features per series and fold model. Returns the submission."""
-    from tqdm import tqdm
-
-    from nnunet_aneurysm.inference.outputs import save_series_outputs
-
-    rows, log_rows, features = [], [], []
-    for folder in tqdm(folders, desc="predicting series", unit="series", disable=not progress):
-        result = pipeline.run(folder)
-        rows.append(result.row())
-        if result.fold_features is not None:
-            features.append(result.fold_features.assign(**{ID_COLUMN: result.series_uid},
-                                                        source_fold=pipeline.pipeline.stage2.folds))
-        log_rows.append({ID_COLUMN: result.series_uid, "folder": str(folder), "source": result.source,
-                         **{f"seconds_{k}": round(v, 3) for k, v in result.seconds.items()},
-                         "reasons": "; ".join(result.reasons)})
-        if save_outputs is not None:
-            save_series_outputs(result, save_outputs)
-    submission = pd.DataFrame(rows, columns=[ID_COLUMN, *SUBMISSION_COLUMNS])
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_suffix(".partial")
-    submission.to_csv(tmp, index=False)
-    tmp.replace(output)
-    pd.DataFrame(log_rows).to_csv(output.with_name(output.stem + "_log.csv"), index=False)
-    if features:  # the stacker's inputs per series and fold model: what the report's ablations re-score
-        pd.concat(features, ignore_index=True).to_csv(output.with_name(output.stem + "_features.csv"), index=False)
-    return submission
