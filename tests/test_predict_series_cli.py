@@ -72,3 +72,19 @@ def test_a_model_that_cannot_be_loaded_is_one_line_after_the_device_is_said(pipe
 ])
 def test_switches_naming_what_is_not_there_are_one_line(pipeline_file, series, tmp_path, switches, expected):
     assert expected in _one_line_error(_predict([str(series), "-device", "cpu", *switches], pipeline_file, tmp_path))
+
+
+def test_every_verb_with_a_device_switch_defaults_to_what_torch_can_use():
+    """nnU-Net's default is cuda; ours is cuda where torch can use it, else cpu (not cpu everywhere)."""
+    import argparse
+
+    from nnunet_aneurysm.cli import build_parser
+    from nnunet_aneurysm.device import choose_device
+
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    with_device = {name for name, parser in verbs.items() for action in parser._actions if action.dest == "device"}
+    assert {"roi-dataset", "features", "predict-series", "demo"} <= with_device
+    for name in with_device:
+        assert verbs[name].get_default("device") is None, name  # resolved by choose_device, said in a line
+    device, note = choose_device(None)
+    assert device == ("cuda" if torch.cuda.is_available() else "cpu") and note.startswith(f"device: {device} (")
