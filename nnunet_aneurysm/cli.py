@@ -263,6 +263,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    from nnunet_aneurysm.evaluation.report import ReportSources, write_report
+
+    if args.timing is not None and not args.timing.is_file():
+        raise UserInputError(f"no {args.timing}: needed for --timing")
+    seconds = json.loads(args.timing.read_text()) if args.timing is not None else None
+    sources = ReportSources(args.submission, args.labels, tuple(args.models), args.features, args.outputs,
+                            args.operating_point, seconds, args.title or f"report on {args.submission.name}",
+                            args.bootstrap)
+    try:
+        page = write_report(sources, args.output)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserInputError(str(err).splitlines()[0]) from None
+    print(f"report: {page}")
+    return 0
+
+
 def format_evaluation(result) -> str:
     """The scores as a terminal shows them: weighted AUC and 'present' with 95 % intervals, then each column."""
     def with_ci(name, value):
@@ -509,6 +528,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("evaluation"), help="folder for metrics.json and ROC curves")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (0: none)")
     p.set_defaults(func=_evaluate)
+
+    p = verbs.add_parser("report", help="the report of a run: scores, ROC curves and what the run left",
+                         description="Write DIR/index.html (a folder any browser opens): weighted and per-column AUCs "
+                                     "with bootstrap intervals and ROC curves of SUBMISSION against LABELS; with "
+                                     "--features the ablation (head alone, stacker, stacker without each feature "
+                                     "group) and how well AKOrN and PINN read-outs flag wrong calls; with "
+                                     "--operating-point stage 1's vessel threshold curves; with --models nnU-Net's "
+                                     "training curves; with --outputs slices and vessel graphs of a hit, a false "
+                                     "alarm and a miss (the true aneurysm marked where LABELS sits in an RSNA folder "
+                                     "with train_localizers.csv and series/); with --timing the wall time per step.")
+    p.add_argument("--submission", type=Path, required=True, help="submission.csv (predict-series)")
+    p.add_argument("--labels", type=Path, required=True, help="train.csv-like table with the 14 label columns")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the report's folder")
+    p.add_argument("--models", type=Path, nargs="*", default=[],
+                   help="nnU-Net model folders, folders above them ($nnUNet_results) or pipeline files: their "
+                        "training curves")
+    p.add_argument("--features", type=Path, default=None,
+                   help="the folder of nnunet-aneurysm features (out-of-fold features.csv); needs the submission's "
+                        "_features.csv beside it")
+    p.add_argument("--outputs", type=Path, default=None, help="the folder of predict-series --save-outputs")
+    p.add_argument("--operating-point", type=Path, default=None,
+                   help="stage 2's raw dataset folder, where roi-dataset wrote vessel_operating_point.json")
+    p.add_argument("--timing", type=Path, default=None, help="JSON of seconds per step (the demo's timing.json)")
+    p.add_argument("--title", default=None, help="the page's title (default: report on SUBMISSION's name)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (0: none)")
+    p.set_defaults(func=_report)
 
     p = verbs.add_parser("demo", help="the main job on synthetic data, end to end, scored on a held-out set",
                          description="Generate a training set and a held-out set (another seed), convert, plan, "

@@ -8,17 +8,20 @@ trained on) predicted from its DICOM folder -> evaluation -> report.
 
 Each step runs the stock nnU-Net command or our verb as a subprocess, exactly as printed, with
 nnU-Net's folders inside the work directory. A step whose output exists is skipped, and a fold
-whose training stopped continues with ``--c``: running the demo again resumes it.
+whose training stopped continues with ``--c``: running the demo again resumes it. Command output
+goes to ``demo.log``; while a fold trains (minutes) the terminal shows one line per epoch.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +91,29 @@ def demo_environment(workdir: Path) -> dict[str, str]:
     return env
 
 
+class EpochProgress:
+    """One terminal line per epoch of an nnU-Net training (fold, epoch i/N, train loss, seconds), read from the
+    lines nnU-Net logs (``<timestamp>: Epoch 3``, ``train_loss -0.41``, ``Epoch time: 12.3 s``), and the final
+    validation Dice; every other line is left to the log."""
+
+    def __init__(self, what: str, epochs: int):
+        self.what, self.epochs = what, epochs
+        self.epoch, self.train_loss = 0, float("nan")
+
+    def __call__(self, line: str) -> str | None:
+        text = line.split(": ", 1)[-1].strip()  # after nnU-Net's timestamp
+        if match := re.fullmatch(r"Epoch (\d+)", text):
+            self.epoch = int(match[1])
+        elif match := re.fullmatch(r"train_loss (\S+)", text):
+            self.train_loss = float(match[1])
+        elif match := re.fullmatch(r"Epoch time: (\S+) s", text):
+            return (f"  {self.what}: epoch {self.epoch + 1}/{self.epochs}, train loss {self.train_loss:.4f}, "
+                    f"{float(match[1]):.0f} s")
+        elif match := re.fullmatch(r"Mean Validation Dice:?\s+(\S+)", text):
+            return f"  {self.what}: nnU-Net's mean validation Dice {float(match[1]):.4f}"
+        return None
+
+
 class Runner:
     """Runs commands with the demo's environment, printing each and logging its output."""
 
@@ -97,24 +123,42 @@ class Runner:
         self.timing = workdir / "timing.json"  # seconds per step, kept across resumed runs
         self.seconds: dict[str, float] = json.loads(self.timing.read_text()) if self.timing.is_file() else {}
 
-    def __call__(self, argv: list[str], label: str | None = None, show_output: bool = False) -> None:
+    def __call__(self, argv: list[str], label: str | None = None, show_output: bool = False,
+                 progress: Callable[[str], str | None] | None = None) -> None:
+        """``show_output``: the command's output on the terminal (not in the log); ``progress``: every output
+        line goes to the log, and the lines it returns for one to the terminal."""
         command = " ".join(shlex.quote(a) for a in argv)
         print(f"$ {command}", flush=True)
         start = time.perf_counter()
         bindir = Path(sys.executable).parent
-        exe = bindir / argv[0] if (bindir / argv[0]).exists() else argv[0]
+        exe = [str(bindir / argv[0]) if (bindir / argv[0]).exists() else argv[0], *argv[1:]]
         with open(self.log, "a") as f:
             f.write(f"\n$ {command}\n")
             f.flush()
-            proc = subprocess.run([str(exe), *argv[1:]], env=self.env, stdout=None if show_output else f,
-                                  stderr=None if show_output else subprocess.STDOUT)
+            if progress is None:
+                returncode = subprocess.run(exe, env=self.env, stdout=None if show_output else f,
+                                            stderr=None if show_output else subprocess.STDOUT).returncode
+            else:
+                returncode = self._follow(exe, f, progress)
         elapsed = time.perf_counter() - start
         if label:
             self.seconds[label] = self.seconds.get(label, 0.0) + elapsed
             self.timing.write_text(json.dumps(self.seconds, indent=2))
         print(f"  done in {elapsed:.0f} s", flush=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"step failed (exit {proc.returncode}): {command}\n  see {self.log}")
+        if returncode != 0:
+            raise RuntimeError(f"step failed (exit {returncode}): {command}\n  see {self.log}")
+
+    def _follow(self, exe: list[str], log, progress: Callable[[str], str | None]) -> int:
+        """Run ``exe`` with its output (unbuffered) line by line into ``log``, showing what ``progress`` makes of it."""
+        with subprocess.Popen(exe, env={**self.env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                shown = progress(line)
+                if shown:
+                    print(shown, flush=True)
+        return proc.returncode
 
 
 def model_folder(env: dict[str, str], dataset: str, stage: Stage, configuration: str,
@@ -122,16 +166,18 @@ def model_folder(env: dict[str, str], dataset: str, stage: Stage, configuration:
     return Path(env["nnUNet_results"]) / dataset / f"{trainer or stage.trainer}__{stage.plans}__{configuration}"
 
 
-def train_folds(run: Runner, settings: DemoSettings, dataset_id: int, dataset: str, stage: Stage,
+def train_folds(run: Runner, settings: DemoSettings, dataset_id: int, dataset: str, stage: Stage, epochs: int,
                 trainer: str | None = None, label: str | None = None) -> Path:
-    """Train every fold (skipped when finished, continued with --c when interrupted); returns the model folder."""
+    """Train every fold (skipped when finished, continued with --c when interrupted), one terminal line per
+    epoch of ``epochs``; returns the model folder."""
     folder = model_folder(run.env, dataset, stage, settings.configuration, trainer)
     for fold in range(settings.folds):
         if (folder / f"fold_{fold}" / "checkpoint_final.pth").is_file():
             continue
         resume = ["--c"] if (folder / f"fold_{fold}" / "checkpoint_latest.pth").is_file() else []
         run(["nnUNetv2_train", str(dataset_id), settings.configuration, str(fold), "-tr", trainer or stage.trainer,
-             "-p", stage.plans, "-device", settings.device, *resume], label or stage.trainer)
+             "-p", stage.plans, "-device", settings.device, *resume], label or stage.trainer,
+            progress=EpochProgress(f"{stage.trainer} fold {fold}", epochs))
     return folder
 
 
@@ -166,12 +212,12 @@ def train_both_stages(run: Runner, settings: DemoSettings, train: Path) -> tuple
         run(["nnunet-aneurysm", "convert", str(train), "--vessels-id", str(VESSELS_ID), "--aneurysms-id",
              str(ANEURYSMS_ID), "--folds", str(settings.folds), "--workers", str(settings.workers)], "convert")
     plan_and_preprocess(run, settings, VESSELS_ID, VESSELS_DATASET, STAGE1, settings.stage1)
-    stage1 = train_folds(run, settings, VESSELS_ID, VESSELS_DATASET, STAGE1)
+    stage1 = train_folds(run, settings, VESSELS_ID, VESSELS_DATASET, STAGE1, settings.stage1.epochs)
     if not (raw / STAGE2_DATASET / "roi.csv").is_file():
         run(["nnunet-aneurysm", "roi-dataset", "--vessels", str(VESSELS_ID), "--aneurysms", str(ANEURYSMS_ID),
              "--output-id", str(STAGE2_ID), "-c", settings.configuration, "-device", settings.device], "roi-dataset")
     plan_and_preprocess(run, settings, STAGE2_ID, STAGE2_DATASET, STAGE2, settings.stage2)
-    stage2 = train_folds(run, settings, STAGE2_ID, STAGE2_DATASET, STAGE2)
+    stage2 = train_folds(run, settings, STAGE2_ID, STAGE2_DATASET, STAGE2, settings.stage2.epochs)
     return stage1, stage2
 
 
@@ -205,6 +251,18 @@ def predict_heldout(run: Runner, settings: DemoSettings, heldout: Path, features
     return submission
 
 
+def make_report(run: Runner, heldout: Path, submission: Path, features: Path) -> Path:
+    """The report, by the verb any run can call; returns its page."""
+    report = run.workdir / "report"
+    run(["nnunet-aneurysm", "report", "--submission", str(submission), "--labels", str(heldout / "train.csv"),
+         "--models", run.env["nnUNet_results"], "--features", str(features),
+         "--outputs", str(run.workdir / "heldout_outputs"),
+         "--operating-point", str(Path(run.env["nnUNet_raw"]) / STAGE2_DATASET), "--timing", str(run.timing),
+         "--title", "the main job on generated data, scored on held-out series (another seed, never trained on)",
+         "-o", str(report)], "report")
+    return report / "index.html"
+
+
 def run_demo(settings: DemoSettings) -> Path:
     """Runs everything under ``settings.workdir``; returns the work directory."""
     workdir = settings.workdir.resolve()
@@ -215,12 +273,8 @@ def run_demo(settings: DemoSettings) -> Path:
     train, heldout = generate(run, settings)
     train_both_stages(run, settings, train)
     features = train_postprocessing(run, settings)
-    predict_heldout(run, settings, heldout, features)
-    from nnunet_aneurysm.evaluation.report import write_report
-
-    print("writing the report", flush=True)
-    page = write_report(workdir, {**run.seconds, "all steps (every run of this work directory)":
-                                  sum(run.seconds.values())})
+    submission = predict_heldout(run, settings, heldout, features)
+    page = make_report(run, heldout, submission, features)
     metrics = json.loads((workdir / "evaluation" / "metrics.json").read_text())
     print(f"\nheld-out weighted AUC {metrics['weighted_auc']:.3f}, Aneurysm Present AUC "
           f"{metrics['column_auc']['Aneurysm Present']:.3f} ({metrics['n_series']} series); "

@@ -113,3 +113,20 @@ def test_our_trainer_on_stock_plans_names_the_planner_to_run(planned, nnunet_env
         f"{trainer} needs plans written by {stage.planner} (nnUNetPlans 3d_fullres has PlainConvUNet): "
         f"nnunet-aneurysm plan -d {DATASET} --planner {stage.planner}, then nnUNetv2_preprocess and nnUNetv2_train "
         f"with -p {stage.plans}")
+
+
+@pytest.mark.integration
+def test_the_demo_shows_each_epoch_while_the_log_keeps_everything(planned, nnunet_env, tmp_path, capsys):
+    """A demo fold trains for minutes: the terminal gets one line per epoch, demo.log nnU-Net's whole output."""
+    from nnunet_aneurysm.demo import DemoSettings, Runner, train_folds
+
+    run = Runner(tmp_path)
+    run.env = {**nnunet_env, "nnUNet_results": str(tmp_path / "results")}  # a fold of its own to train
+    train_folds(run, DemoSettings(tmp_path, folds=1), DATASET, "Dataset990_Tiny", STAGE1, epochs=1)
+    shown = capsys.readouterr().out.splitlines()
+    epochs = [line for line in shown if ": epoch " in line]
+    assert len(epochs) == 1 and epochs[0].startswith(f"  {STAGE1.trainer} fold 0: epoch 1/1, train loss "), shown
+    assert epochs[0].endswith(" s") and any("mean validation Dice" in line for line in shown), shown
+    log = (tmp_path / "demo.log").read_text()
+    assert "Epoch time:" in log and "train_loss" in log and "Using device: cpu" in log
+    assert not [line for line in shown if "train_loss" in line or "Using device" in line]  # those stay in the log

@@ -1,12 +1,15 @@
-"""The demo's report: ``WORKDIR/report/index.html`` and its pictures, a folder that opens in any browser.
+"""The report of a run: ``DIR/index.html`` and its pictures, a folder that opens in any browser.
 
-Scores (weighted and per column, with bootstrap intervals) and ROC curves; the ablation table
-(head alone, stacker, stacker without each feature group) and how well the AKOrN order parameter
-and the PINN loss tell right calls from wrong ones; stage 1's out-of-fold recall, precision and
-Dice against its vessel threshold; nnU-Net's training curves of every stage and fold; and, for
-held-out series the pipeline got right, wrongly flagged and missed, orthogonal slices through
-the candidate (vessel labels, aneurysm probability, the true localizer) and the vessel graph
-coloured by GAT score. Every axis is in millimetres.
+Made by ``nnunet-aneurysm report`` from a submission and its labels, for any run (the demo calls the
+verb). Always: scores (weighted and per column, with bootstrap intervals) and ROC curves. With the
+inputs that feed them: the ablation table (head alone, stacker, stacker without each feature group)
+and how well the AKOrN order parameter and the PINN loss tell right calls from wrong ones (the
+out-of-fold features and the submission's ``_features.csv``); stage 1's out-of-fold recall, precision
+and Dice against its vessel threshold (``vessel_operating_point.json``); nnU-Net's training curves of
+every model folder given; for series the pipeline got right, wrongly flagged and missed, orthogonal
+slices through the candidate (vessel labels, aneurysm probability, the true localizer where the
+labels' folder holds ``train_localizers.csv`` and ``series/``) and the vessel graph coloured by GAT
+score (``predict-series --save-outputs``); the wall time per step. Every axis is in millimetres.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -166,44 +170,102 @@ def pick_cases(submission: pd.DataFrame, labels: pd.DataFrame) -> dict[str, str]
     return picks
 
 
-def write_report(workdir: Path, seconds: dict[str, float] | None = None) -> Path:
-    """Write ``workdir/report``; returns the page. Reads what the demo's steps left in ``workdir``."""
-    from nnunet_aneurysm.evaluation.ablation import ablation_table, confidence_aurocs
+@dataclass
+class ReportSources:
+    """What a report is made of. Only the submission and the labels are needed; each other source adds its
+    section, and one that is given but absent is an error (a report silently missing a section misleads)."""
 
-    report = workdir / "report"
-    (report / "images").mkdir(parents=True, exist_ok=True)
-    metrics = json.loads((workdir / "evaluation" / "metrics.json").read_text())
-    labels = pd.read_csv(workdir / "rsna_heldout" / "train.csv", dtype={ID_COLUMN: str})
-    submission = pd.read_csv(workdir / "submission.csv", dtype={ID_COLUMN: str})
+    submission: Path  # submission.csv (predict-series); its <stem>_features.csv feeds the ablation
+    labels: Path  # train.csv-like; train_localizers.csv and series/ beside it mark the true aneurysms
+    models: tuple[Path, ...] = ()  # nnU-Net model folders, folders above them, or pipeline files: training curves
+    features: Path | None = None  # the folder of nnunet-aneurysm features (out-of-fold features.csv): ablation
+    outputs: Path | None = None  # the folder of predict-series --save-outputs: the case figures
+    operating_point: Path | None = None  # stage 2's raw dataset (vessel_operating_point.json): stage 1's threshold
+    seconds: dict[str, float] | None = None  # wall time per step, seconds
+    title: str = "report"
+    bootstrap: int = 1000  # resamples for the 95 % intervals
+
+    def heldout_features(self) -> Path:
+        return self.submission.with_name(self.submission.stem + "_features.csv")
+
+    def check(self) -> None:
+        """A one-line FileNotFoundError for the first input that is named but not there."""
+        from nnunet_aneurysm.inference.vessel_threshold import OPERATING_POINT_FILE
+
+        needed = [(self.submission, "the submission"), (self.labels, "the labels"),
+                  *[(m, "--models") for m in self.models]]
+        if self.features is not None:
+            needed += [(self.features / "features.csv", "--features (nnunet-aneurysm features writes it)"),
+                       (self.heldout_features(), "the ablation (predict-series writes it beside the submission "
+                                                 "when the pipeline has a stacker)")]
+        if self.outputs is not None:
+            needed.append((self.outputs, "--outputs (predict-series --save-outputs)"))
+        if self.operating_point is not None:
+            needed.append((self.operating_point / OPERATING_POINT_FILE, "--operating-point (roi-dataset writes it)"))
+        for path, what in needed:
+            if not path.exists():
+                raise FileNotFoundError(f"no {path}: needed for {what}")
+
+
+def training_curves(models: tuple[Path, ...]) -> list[tuple[Path, str]]:
+    """nnU-Net's ``progress*.png`` of every model folder under ``models`` (a pipeline file: its two stages), each
+    with a name that says whose it is."""
+    from nnunet_aneurysm.inference.pipeline_file import read_pipeline
+
+    folders = []
+    for path in models:
+        if path.is_file():
+            pipeline = read_pipeline(path)
+            folders += [pipeline.resolve(pipeline.stage1.folder), pipeline.resolve(pipeline.stage2.folder)]
+        else:
+            folders.append(path)
+    return [(png, "/".join((folder.resolve().name, *png.relative_to(folder).parts)))
+            for folder in folders for png in sorted(folder.rglob("progress*.png"))]
+
+
+def write_report(sources: ReportSources, out: Path) -> Path:
+    """Write the report into ``out``; returns its page."""
+    from nnunet_aneurysm.evaluation.ablation import ablation_table, confidence_aurocs
+    from nnunet_aneurysm.evaluation.metric import align, evaluate
+    from nnunet_aneurysm.evaluation.roc import plot_roc_curves
+
+    sources.check()
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    labels = pd.read_csv(sources.labels, dtype={ID_COLUMN: str})
+    submission = pd.read_csv(sources.submission, dtype={ID_COLUMN: str})
+    result = evaluate(labels, submission, bootstrap=sources.bootstrap)
+    metrics = result.as_dict()
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    truth, scores, _, _ = align(labels, submission)
+    plot_roc_curves(truth, scores, list(result.aucs.values()), out / "images")
     sections = []
 
     def ci(name):
         low_high = metrics["ci95"].get(name)
         return f" (95 % CI {low_high[0]:.3f}-{low_high[1]:.3f})" if low_high else ""
 
-    score = metrics["weighted_auc"]
-    sections.append(f"<h2>Held-out score</h2><p class='big'>weighted AUC {score:.3f}{ci('weighted_auc')}<br>"
-                    f"Aneurysm Present AUC {metrics['column_auc'][PRESENT_COLUMN]:.3f}{ci(PRESENT_COLUMN)}</p>"
-                    f"<p>{metrics['n_series']} held-out series (another seed, never trained on), predicted from their "
-                    f"DICOM folder. {html.escape(metrics['one_class_handling'])}.</p>")
+    def auc(value):
+        return "undefined (one class)" if value is None else f"{value:.3f}"
+
+    sections.append(f"<h2>Score</h2><p class='big'>weighted AUC {auc(metrics['weighted_auc'])}{ci('weighted_auc')}"
+                    f"<br>Aneurysm Present AUC {auc(metrics['column_auc'][PRESENT_COLUMN])}{ci(PRESENT_COLUMN)}</p>"
+                    f"<p>{metrics['n_series']} series of {html.escape(sources.submission.name)} scored against "
+                    f"{html.escape(str(sources.labels))}. {html.escape(metrics['one_class_handling'])}.</p>")
     columns = pd.DataFrame({"column": list(SUBMISSION_COLUMNS),
                             "AUC": [metrics["column_auc"][c] for c in SUBMISSION_COLUMNS],
                             "positives": [metrics["positives"][c] for c in SUBMISSION_COLUMNS]})
     sections.append("<h3>Per column</h3>" + _table(columns))
-    for name in ("roc_present.png", "roc_locations.png"):
-        shutil.copyfile(workdir / "evaluation" / name, report / "images" / name)
     sections.append("<h3>ROC curves</h3><img src='images/roc_present.png' alt='ROC Aneurysm Present'>"
                     "<img src='images/roc_locations.png' alt='ROC per location' class='wide'>")
 
-    features = workdir / "submission_features.csv"
-    if features.is_file():
-        oof = pd.read_csv(workdir / "postprocessing" / "features.csv", dtype={"case_id": str})
-        heldout = pd.read_csv(features, dtype={ID_COLUMN: str})
+    if sources.features is not None:
+        oof = pd.read_csv(sources.features / "features.csv", dtype={"case_id": str})
+        heldout = pd.read_csv(sources.heldout_features(), dtype={ID_COLUMN: str})
         ablation = ablation_table(oof, heldout, labels)
-        ablation.to_csv(report / "ablation.csv", index=False)
+        ablation.to_csv(out / "ablation.csv", index=False)
         aurocs = confidence_aurocs(heldout, labels)
-        (report / "interpretability.json").write_text(json.dumps(aurocs, indent=2))
-        sections.append("<h2>Do the modules earn their cost?</h2><p>Held-out AUCs of the stage-2 head alone, the "
+        (out / "interpretability.json").write_text(json.dumps(aurocs, indent=2))
+        sections.append("<h2>Do the modules earn their cost?</h2><p>AUCs of the stage-2 head alone, the "
                         "stacker, and the stacker trained without each feature group (bootstrap 95 % intervals):</p>"
                         + _table(ablation) +
                         f"<p>AUROC with which the AKOrN order parameter tells the head's correct 'Aneurysm Present' "
@@ -211,46 +273,49 @@ def write_report(workdir: Path, seconds: dict[str, float] | None = None) -> Path
                         f"{aurocs['pinn_loss']} ({aurocs['wrong_calls']} wrong of {aurocs['calls']} calls; 0.5 means "
                         f"no information).</p>")
 
-    from nnunet_aneurysm.inference.vessel_threshold import OperatingPoint
+    if sources.operating_point is not None:
+        from nnunet_aneurysm.inference.vessel_threshold import OperatingPoint
 
-    chosen = next((workdir / "nnUNet_raw").glob("*/vessel_operating_point.json"), None)  # the demo's ROI dataset
-    if chosen is not None:
-        point = OperatingPoint.read(chosen.parent)
-        operating_point_figure(point, report / "images" / "vessel_threshold.png")
+        point = OperatingPoint.read(sources.operating_point)
+        operating_point_figure(point, out / "images" / "vessel_threshold.png")
         sections.append(f"<h2>Stage 1's vessel threshold</h2><p>{html.escape(point.describe())}.</p>"
                         "<img src='images/vessel_threshold.png' alt='stage 1 vessel threshold'>")
 
     curves = []
-    for png in sorted((workdir / "nnUNet_results").rglob("progress*.png")):
-        relative = png.relative_to(workdir / "nnUNet_results")
-        name = "_".join(relative.parts).replace("__", "_")
-        shutil.copyfile(png, report / "images" / name)
-        curves.append(f"<figure><img src='images/{name}' alt='{html.escape(str(relative))}' class='wide'>"
-                      f"<figcaption>{html.escape(str(relative))}</figcaption></figure>")
-    sections.append("<h2>Training curves (nnU-Net's, per stage and fold)</h2>" + "".join(curves))
+    for png, name in training_curves(sources.models):
+        file_name = name.replace("/", "_").replace("__", "_")
+        shutil.copyfile(png, out / "images" / file_name)
+        curves.append(f"<figure><img src='images/{file_name}' alt='{html.escape(name)}' class='wide'>"
+                      f"<figcaption>{html.escape(name)}</figcaption></figure>")
+    if sources.models:
+        sections.append("<h2>Training curves (nnU-Net's, per stage and fold)</h2>"
+                        + ("".join(curves) or "<p>No progress.png under the model folders given.</p>"))
 
-    cases = []
-    for kind, uid in pick_cases(submission, labels).items():
-        outputs = workdir / "heldout_outputs" / uid
-        truth = heldout_localizers_mm(workdir / "rsna_heldout", uid)
-        probability = float(submission.set_index(ID_COLUMN).loc[uid, PRESENT_COLUMN])
-        title = f"{kind}: series ...{uid[-12:]}, P(Aneurysm Present) = {probability:.2f}"
-        slug = kind.replace(" ", "_")
-        for made in (case_figure(outputs, truth, title, report / "images" / f"case_{slug}.png"),
-                     graph_figure(outputs, title, report / "images" / f"graph_{slug}.png")):
-            if made is not None:
-                cases.append(f"<figure><img src='images/{made.name}' alt='{html.escape(title)}' class='wide'>"
-                             f"<figcaption>{html.escape(title)}</figcaption></figure>")
-    sections.append("<h2>Held-out series</h2>" + ("".join(cases) or "<p>No series to show.</p>"))
-    if seconds:
+    if sources.outputs is not None:
+        root = sources.labels.parent  # an RSNA folder: the true localizers, read in patient mm from the DICOM
+        localizers = root if (root / "train_localizers.csv").is_file() and (root / "series").is_dir() else None
+        cases = []
+        for kind, uid in pick_cases(submission, labels).items():
+            truth = heldout_localizers_mm(localizers, uid) if localizers is not None else []
+            probability = float(submission.set_index(ID_COLUMN).loc[uid, PRESENT_COLUMN])
+            title = f"{kind}: series ...{uid[-12:]}, P(Aneurysm Present) = {probability:.2f}"
+            slug = kind.replace(" ", "_")
+            for made in (case_figure(sources.outputs / uid, truth, title, out / "images" / f"case_{slug}.png"),
+                         graph_figure(sources.outputs / uid, title, out / "images" / f"graph_{slug}.png")):
+                if made is not None:
+                    cases.append(f"<figure><img src='images/{made.name}' alt='{html.escape(title)}' class='wide'>"
+                                 f"<figcaption>{html.escape(title)}</figcaption></figure>")
+        sections.append("<h2>Series</h2>" + ("".join(cases) or "<p>No series to show.</p>"))
+    if sources.seconds:
+        seconds = {**sources.seconds, "all steps": sum(sources.seconds.values())}
         timing = pd.DataFrame({"step": list(seconds), "seconds": [round(v) for v in seconds.values()]})
         sections.append("<h2>Wall time per step</h2>" + _table(timing, 0))
-    page = report / "index.html"
+    title = html.escape(f"nnunet-aneurysm: {sources.title}")
+    page = out / "index.html"
     page.write_text(
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>nnunet-aneurysm demo report</title><style>"
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title><style>"
         "body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222} img{max-width:48%;margin:4px}"
         " img.wide{max-width:100%} .big{font-size:1.4em} table.table{border-collapse:collapse}"
         " table.table td,table.table th{padding:2px 10px;border-bottom:1px solid #ddd;text-align:right}"
-        "</style></head><body><h1>nnunet-aneurysm: the main job on generated data</h1>"
-        + "".join(sections) + "</body></html>")
+        f"</style></head><body><h1>{title}</h1>" + "".join(sections) + "</body></html>")
     return page
