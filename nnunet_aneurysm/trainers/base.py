@@ -14,6 +14,9 @@
 * Modality-balanced sampling (``modality_balanced_sampling``) needs the training loader's per-case
   probabilities before nnU-Net's augmentation workers copy the loader, so the loaders are built here
   (nnU-Net 2.8.1's construction, the probabilities added) rather than set after nnU-Net's.
+* A trainer of ours reads the plans of one planner (``planner``); started on plans of another network
+  (``nnUNetv2_train``'s default ``nnUNetPlans``: PlainConvUNet) it stops with one line naming the
+  planner to run, not an AttributeError deep in nnU-Net's initialisation.
 * Our labels are left/right specific, so nnU-Net's mirroring (training and test time) is off;
   instead each training sample is flipped along its own left-right axis with probability
   ``left_right_flip_probability`` and its labels swapped to their partners (``left_right.py``).
