@@ -68,7 +68,8 @@ def _load(what: str, folder: Path, load):
     try:
         return load()
     except Exception as err:
-        reason = (str(err).strip().splitlines() or [""])[0]
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [""]
+        reason = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]  # torch's "Error(s) in loading...:"
         raise ModelLoadError(f"cannot load {what} from {folder}: {type(err).__name__}: {reason}") from err
 
 
