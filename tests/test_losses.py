@@ -93,10 +93,10 @@ def test_bounded_segmentation_loss_keeps_uncertainty_weighting_finite():
         uw({"seg": torch.tensor(-0.5), "cls": torch.tensor(0.2)})  # an unbounded term is refused, not balanced
 
 
-def test_uwso_weights_follow_the_inverse_losses():
-    """w_i = n softmax(1 / (T L_i)) exactly, also for ASL-sized terms (a 0.05 floor flattened them before)."""
-    so = SoftOptimalUncertaintyWeighting(["seg", "cls", "physics"], temperature=10.0)
-    losses = {"seg": 1.6, "cls": 0.02, "physics": 0.3}
+def test_uwso_weights_are_the_softmax_of_the_running_inverse_losses():
+    """w_i = n softmax(1 / (T L_i)) of the running means (the first step's means are its losses)."""
+    so = SoftOptimalUncertaintyWeighting(["seg", "cls", "physics"], temperature=10.0, floor=0.0)
+    losses = {"seg": 1.6, "cls": 0.05, "physics": 0.3}
     total, w = so({k: torch.tensor(v) for k, v in losses.items()})
     assert sum(w.values()) == pytest.approx(3.0)
     for a in losses:
@@ -105,6 +105,34 @@ def test_uwso_weights_follow_the_inverse_losses():
     assert total.item() == pytest.approx(sum(w[k] * v for k, v in losses.items()), rel=1e-5)
     _, without = so({"seg": torch.tensor(1.6), "cls": torch.tensor(0.2)})  # a skipped term gets weight 0
     assert without["physics"] == 0 and sum(without.values()) == pytest.approx(2.0)
+
+
+# Loss magnitudes read from the demo's stage-2 training (issue 21): a batch with an aneurysm, and one without,
+# whose segmentation term is CE alone.
+POSITIVE_BATCH = {"seg": 1.15, "cls": 0.34, "physics": 0.42}
+NEGATIVE_BATCH = {"seg": 0.0005, "cls": 0.29, "physics": 0.41}
+
+
+def test_uwso_never_silences_the_heads_or_the_physics_on_a_batch_without_an_aneurysm():
+    """On the batch softmax (the old formulation) this batch gave seg 3.0, cls 0.0, physics 0.0."""
+    so = SoftOptimalUncertaintyWeighting(["seg", "cls", "physics"])
+    for step in range(60):
+        batch = NEGATIVE_BATCH if step % 5 in (1, 3) else POSITIVE_BATCH  # 40 % without an aneurysm
+        _, w = so({k: torch.tensor(v) for k, v in batch.items()})
+        assert min(w.values()) >= 0.5, (step, w)
+    so.train(False)  # a frozen balancer (evaluation) uses the running means without updating them
+    running = so.running.clone()
+    so({k: torch.tensor(v) for k, v in NEGATIVE_BATCH.items()})
+    assert torch.equal(so.running, running)
+
+
+def test_uwso_floor_holds_whatever_the_running_means():
+    so = SoftOptimalUncertaintyWeighting(["seg", "cls", "physics"], temperature=0.01, floor=0.1)
+    _, w = so({"seg": torch.tensor(0.001), "cls": torch.tensor(2.0), "physics": torch.tensor(2.0)})
+    assert min(w.values()) >= 0.1 - 1e-6 and sum(w.values()) == pytest.approx(3.0)
+    restored = SoftOptimalUncertaintyWeighting(["seg", "cls", "physics"])
+    restored.load_state_dict(so.state_dict())  # the running means travel with the checkpoint
+    assert torch.equal(restored.running, so.running) and bool(restored.seen.all())
 
 
 def _saddle(h: np.ndarray, y: np.ndarray, margin: float):
@@ -130,7 +158,7 @@ def test_auc_margin_descent_ascent_reaches_the_closed_form_saddle_point(margin):
         value = loss(logits, y)
         value.backward()
         optimizer.step()
-        loss.ascend(lr=0.5 * 3)  # the loss is a mean over 3 labels; undo that for the dual step size
+        loss.ascend(0.5)
     expected = _saddle(torch.sigmoid(logits).numpy(), y.numpy(), margin)
     np.testing.assert_allclose(loss.a.detach().numpy(), expected[:, 0], atol=1e-3)
     np.testing.assert_allclose(loss.b.detach().numpy(), expected[:, 1], atol=1e-3)
@@ -156,7 +184,7 @@ def test_auc_margin_training_ranks_positives_above_negatives():
         optimizer.zero_grad()
         loss(model(x[batch]), y[batch]).backward()
         optimizer.step()
-        loss.ascend(lr=0.1)
+        loss.ascend()
     after = roc_auc_score(y.numpy(), model(x).detach().numpy())
     assert before < 0.6 and after > 0.95
     assert 0.1 < float(loss.prior) < 0.35  # the running positive share approaches the true one

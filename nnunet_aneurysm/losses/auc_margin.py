@@ -15,11 +15,14 @@ with no positive (or no negative) in the batch has F = 0 and no gradient. We use
 estimate of p instead (LibAUC's fixed ``imratio``, learnt): ``prior_momentum`` = None gives the
 batch estimate.
 
-nnU-Net's SGD descends the network and (a, b); alpha must *ascend*, which is PESG's dual step,
-``ascend(lr)``: alpha <- max(0, alpha + lr dF/dalpha). The gradient is taken in closed form at each
-forward, so alpha is a buffer (saved with the trainer's extra state, not by the optimiser). The
-caller ascends only after an optimiser step that was taken: a step the GradScaler skipped (an
-overflow) must not move alpha either.
+The trainer's optimiser (AdamW, our stage-2 recipe; not PESG's own primal step) descends the network
+and (a, b); alpha must *ascend*, which is PESG's dual step, ``ascend()``: alpha_k <- max(0, alpha_k +
+``dual_step`` dF_k/dalpha_k) per label, with a step size of its own. Tied to AdamW's learning rate and
+divided by the 14 labels of the mean (as before), alpha had reached 0.01 after the demo's 1,000 steps where
+the saddle point is ~0.8 (alpha* = margin - the gap between positive and negative mean scores), i.e. the
+loss was barely an AUC loss. The gradient is taken in closed form at each forward, so alpha is a buffer
+(saved with the trainer's extra state, not by the optimiser). The caller ascends only after an optimiser
+step that was taken: a step the GradScaler skipped (an overflow) must not move alpha either.
 
 PESG's other half is its proximal ("epoch decay") term, :class:`ProximalTerm`: every primal
 gradient gets ``weight * (w - w_ref)`` added, with ``w_ref`` the weights at the start of the epoch,
@@ -38,9 +41,9 @@ from torch import nn
 
 class AUCMarginLoss(nn.Module):
     def __init__(self, num_labels: int, margin: float = 1.0, prior_momentum: float | None = 0.99,
-                 initial_prior: float = 0.1):
+                 initial_prior: float = 0.1, dual_step: float = 0.05):
         super().__init__()
-        self.margin, self.prior_momentum = margin, prior_momentum
+        self.margin, self.prior_momentum, self.dual_step = margin, prior_momentum, dual_step
         self.a = nn.Parameter(torch.zeros(num_labels))
         self.b = nn.Parameter(torch.zeros(num_labels))
         self.register_buffer("alpha", torch.zeros(num_labels))
@@ -64,10 +67,10 @@ class AUCMarginLoss(nn.Module):
         return value.mean()
 
     @torch.no_grad()
-    def ascend(self, lr: float) -> None:
-        """PESG's dual step with the gradient of the last forward (mean over labels, as the loss)."""
+    def ascend(self, step: float | None = None) -> None:
+        """PESG's dual step with each label's own gradient of the last forward (``step``: default ``dual_step``)."""
         if self.alpha_grad is not None:
-            self.alpha.add_(lr * self.alpha_grad / self.alpha.numel()).clamp_(min=0)
+            self.alpha.add_((self.dual_step if step is None else step) * self.alpha_grad).clamp_(min=0)
             self.alpha_grad = None
 
 
