@@ -142,7 +142,8 @@ class Stage2Model:
         code = code.to("cpu", torch.float64)
         with torch.inference_mode():
             head = head.to("cpu")
-            terms = physics_loss(lambda c: head.field(c, code), nd(sample_in(interior, self.physics_points, g)),
+            terms = physics_loss(lambda c: head.field(c, code),
+                                 nd(sample_in(interior, self.physics_points, g, continuous=True)),
                                  nd(sample_in(wall, self.physics_points // 4, g)), REYNOLDS_CURRICULUM[1],
                                  field_with_derivatives=lambda c: head.field_with_derivatives(c, code))
             head.to(self.device)
