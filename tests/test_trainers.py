@@ -146,7 +146,9 @@ def test_stage2_variants_train_from_the_same_plans_and_log_every_term(roi_env, v
     assert (0 <= logged["order_parameter"][0] <= 1) == akorn
     assert logged["metadata_missing"][0] == 0
     assert checkpoint["inference_allowed_mirroring_axes"] is None
-    assert ("aneurysm_extra_state" in checkpoint) == aucm  # ASL + UW-SO learn nothing outside the network
+    balancer = checkpoint["aneurysm_extra_state"]["balancer"]  # UW-SO's running means travel with the checkpoint
+    assert bool(balancer["seen"][:2].all()) and torch.isfinite(balancer["running"]).all()
+    assert ("class_loss" in checkpoint["aneurysm_extra_state"]) == aucm  # ASL learns nothing outside the network
     if aucm:  # the dual variable moved (PESG's ascent step ran) and is logged per epoch
         alpha = checkpoint["aneurysm_extra_state"]["class_loss"]["alpha"]
         assert alpha.shape == (14,) and (alpha >= 0).all() and alpha.abs().sum() > 0

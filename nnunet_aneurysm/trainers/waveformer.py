@@ -39,14 +39,19 @@ from nnunet_aneurysm.losses.asymmetric import AsymmetricLoss
 from nnunet_aneurysm.losses.auc_margin import AUCMarginLoss, ProximalTerm
 from nnunet_aneurysm.losses.balancing import BALANCERS
 from nnunet_aneurysm.losses.collocation import (
-    R3Population,
     interior_mask,
+    residual_adaptive_points,
     sample_in,
     to_nondimensional,
     vessel_mask,
     wall_mask,
 )
-from nnunet_aneurysm.losses.physics import LENGTH_SCALE_MM, REYNOLDS_CURRICULUM, physics_loss
+from nnunet_aneurysm.losses.physics import (
+    LENGTH_SCALE_MM,
+    REYNOLDS_CURRICULUM,
+    physics_loss,
+    residual_from_derivatives,
+)
 from nnunet_aneurysm.losses.sparse_targets import SparseTargetLoss
 from nnunet_aneurysm.metadata import MetadataTable, read_series_targets
 from nnunet_aneurysm.stages import ARTERY_CHANNEL, STAGE2, VESSEL_CHANNEL
@@ -78,7 +83,7 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
     balancer_name = "uwso"
     class_loss_name = "asl"
     fixed_losses: tuple[str, ...] = ()
-    collocation_points = 1024  # interior points per case (R3 population)
+    collocation_points = 1024  # interior points per case (half residual-adaptive, half uniform; continuous)
     wall_points = 256
     reynolds_start, reynolds_end = REYNOLDS_CURRICULUM
     continuity_only_fraction = 0.2  # of the epochs, before the momentum terms switch on
@@ -87,7 +92,10 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
     adamw_lr = 2e-3
     label_input_channels = (ARTERY_CHANNEL,)
     extra_metrics = ("loss_seg", "loss_cls", "loss_physics", "weight_seg", "weight_cls", "weight_physics",
-                     "order_parameter", "physics_skipped", "metadata_missing")
+                     "silenced_fraction", "order_parameter", "physics_skipped", "physics_navier_stokes_share",
+                     "metadata_missing")
+    silenced_weight = 0.05  # a term weighted below this on a step counts as silenced (silenced_fraction)
+    metadata_dropout = 0.2  # share of training samples that see the unknown metadata vector (``dropped_out``)
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
@@ -132,7 +140,6 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
         self.balancer = BALANCERS[self.balancer_name](names).to(self.device)
         self.class_loss = CLASS_LOSSES[self.class_loss_name]().to(self.device)
         super().initialize()
-        self.collocation = R3Population(self.collocation_points)
         raw = self.raw_metadata_path()
         self.metadata = self._read_table(raw, MetadataTable.read, MetadataTable())
         self.series_targets = self._read_table(raw, read_series_targets, {})
@@ -191,6 +198,16 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
         if self.proximal is not None:
             self.proximal.add_to_gradients()
 
+    def dropped_out(self, metadata: torch.Tensor) -> torch.Tensor:
+        """Training batches: each sample's metadata replaced by the unknown (all-zero) vector with probability
+        ``metadata_dropout``, so that "unknown" is a state the network was trained on. nnU-Net's own validation
+        and stock ``nnUNetv2_predict`` call the network without metadata (zeros): without dropout, zeroing the
+        metadata moved the demo model's 14 probabilities by up to 0.14 and its foreground voxels 108 -> 601."""
+        if not self.network.training or self.metadata_dropout <= 0:
+            return metadata
+        keep = torch.rand(len(metadata), device=metadata.device) >= self.metadata_dropout
+        return metadata * keep[:, None].to(metadata.dtype)
+
     def _series_targets(self, keys, flipped, full_target) -> torch.Tensor:
         """[B, 14]: the series' labels (partners swapped where the sample was flipped); patch targets where the
         patch is not the whole ROI or a case has no row in metadata.csv (counted there as missing metadata)."""
@@ -214,34 +231,40 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
         return reynolds, momentum
 
     def _physics(self, data: torch.Tensor, code: torch.Tensor, keys) -> torch.Tensor | None:
-        """The physics loss of each sample's flow field at its R3 population of lumen points and its wall;
-        None when no sample has a vessel lumen or the loss is not finite (the step then skips the term)."""
+        """The physics loss of each sample's flow field at residual-adaptive lumen points and its wall
+        (``losses/collocation.py``); None when no sample has a vessel lumen or the loss is not finite (the step
+        then skips the term)."""
         mask = vessel_mask(data, VESSEL_CHANNEL)
         interior, wall = interior_mask(mask), wall_mask(mask)
         usable = [b for b in range(len(data)) if interior[b].any() and wall[b].any()]
         if not usable:
             return None
         shape, spacing = data.shape[2:], self.configuration_manager.spacing
-        points = [self.collocation.points(str(keys[b]), interior[b]) for b in usable]
-        walls = [sample_in(wall[b], self.wall_points) for b in usable]
         to_nd = lambda index: to_nondimensional(index, shape, spacing, LENGTH_SCALE_MM, self.physics_dtype)  # noqa: E731
         head, code = self.plain_network().pinn_head, code[usable]
         reynolds, momentum = self._reynolds_and_momentum()
+
+        def residual_norm(i: int):  # per-point residual of sample i's current field (continuity-only early)
+            def norm(points: torch.Tensor) -> torch.Tensor:
+                uvwp, jacobian, laplacian = head.field_with_derivatives(to_nd(points)[None], code[i:i + 1].detach())
+                r = residual_from_derivatives(uvwp, jacobian, laplacian, reynolds)[0]
+                return (r[:, 0] ** 2 + momentum * r[:, 1:].pow(2).sum(-1)).sqrt()
+            return norm
+
+        points = [residual_adaptive_points(interior[b], self.collocation_points, residual_norm(i))
+                  for i, b in enumerate(usable)]
+        walls = [sample_in(wall[b], self.wall_points) for b in usable]
         terms = physics_loss(lambda c: head.field(c, code), to_nd(torch.stack(points)), to_nd(torch.stack(walls)),
                              reynolds, momentum, dtype=self.physics_dtype,
                              field_with_derivatives=lambda c: head.field_with_derivatives(c, code))
-        total = finite_or_none(terms["total"].float())
-        if total is None:
-            return None
-        for b, pts, residual in zip(usable, points, terms["point_residual"]):
-            self.collocation.update(str(keys[b]), pts, residual)
-        return total
+        self.physics_terms = {k: float(terms[k].detach()) for k in ("continuity", "momentum", "no_slip", "flow")}
+        return finite_or_none(terms["total"].float())
 
     def compute_losses(self, data: torch.Tensor, target, keys, flipped) -> tuple[dict, dict, bool]:
         """The unweighted loss terms of one batch (seg, cls[, physics]), the network's auxiliary outputs,
         and whether the physics term was skipped."""
         full_target = target[0] if isinstance(target, list) else target
-        metadata = torch.from_numpy(self.metadata.lookup(keys)).to(self.device)
+        metadata = self.dropped_out(torch.from_numpy(self.metadata.lookup(keys)).to(self.device))
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             seg, aux = self.network(data, metadata=metadata, return_aux=True)
             losses = {"seg": self.loss(seg, target),
@@ -262,12 +285,15 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
             else target.to(self.device, non_blocking=True)
         keys = batch.get("keys", [""] * data.shape[0])
         self.optimizer.zero_grad(set_to_none=True)
+        self.physics_terms = None
         losses, aux, skipped = self.compute_losses(data, target, keys, flipped)
         total, weights = self.balancer({k: v.float() for k, v in losses.items()})
         stepped = self.backward_and_step(total)
         if isinstance(self.class_loss, AUCMarginLoss) and stepped:
-            self.class_loss.ascend(self.optimizer.param_groups[0]["lr"])
-        out = {"loss": total.detach().cpu().numpy(), "physics_skipped": float(skipped)}
+            self.class_loss.ascend()
+        out = {"loss": total.detach().cpu().numpy(), "physics_skipped": float(skipped),
+               "silenced_fraction": float(any(weights[n] < self.silenced_weight for n in losses)),
+               "physics_navier_stokes_share": self._navier_stokes_share()}
         for name in self.balancer.names:  # a skipped term: loss NaN (left out of the epoch's mean), weight 0
             out[f"loss_{name}"] = float(losses[name].detach()) if name in losses else float("nan")
             out[f"weight_{name}"] = weights[name]
@@ -276,6 +302,15 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
         order = aux.get("order_parameter")
         out["order_parameter"] = float(order.mean().detach()) if order is not None else float("nan")
         return out
+
+    def _navier_stokes_share(self) -> float:
+        """Of this step's physics loss, the share of the Navier-Stokes residual (continuity + momentum) against
+        the boundary terms (no slip, flow condition); NaN without a physics term."""
+        t = self.physics_terms
+        if not t:
+            return float("nan")
+        equations = t["continuity"] + self._reynolds_and_momentum()[1] * t["momentum"]
+        return equations / max(equations + t["no_slip"] + t["flow"], 1e-12)
 
     def on_train_epoch_end(self, train_outputs):
         super().on_train_epoch_end(train_outputs)
