@@ -55,7 +55,7 @@ def out_of_fold_features(raw: Path, stage2_dir: Path, out: Path, device: str = "
             channels, roi = read_roi_case(raw, case)
             metadata = vectors.lookup([case])[0]
             prediction = model.predict(channels, roi, metadata)
-            graph = series_graph(channels, prediction.fold_probabilities[0], roi.spacing)
+            graph = series_graph(channels, prediction.fold_probabilities[0], roi.spacing, threshold)
             save_graph(graph, out / "graphs", case)
             volume = vessel_volume_mm3(channels, roi.spacing, threshold)
             row = {"case_id": case, "fold": int(fold), "source_fold": int(fold),

@@ -166,9 +166,9 @@ class SeriesPipeline:
         rows, result.graphs, candidates = [], [], []
         for fold, readout, fold_map in zip(self.pipeline.stage2.folds, result.stage2.folds,
                                            result.stage2.fold_probabilities):
-            graph = series_graph(result.channels, fold_map, geometry.spacing)
+            graph = series_graph(result.channels, fold_map, geometry.spacing, self.roi_settings.vessel_threshold)
             gat = self.gats.get(int(fold))
-            rows.append(fold_row(readout, graph, gat, volume, result.metadata))
+            rows.append({**fold_row(readout, graph, gat, volume, result.metadata), "source_fold": int(fold)})
             if gat is not None:
                 scores = gat.score(graph)
                 result.graphs.append((graph, scores))

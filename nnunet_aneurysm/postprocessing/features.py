@@ -32,7 +32,6 @@ FEATURE_GROUPS: dict[str, list[str]] = {
     "graph": ["vessel_volume_mm3", "graph_nodes", "graph_edges"],
     "metadata": [f"metadata_{i}" for i in range(METADATA_DIM)],
 }
-GRAPH_THRESHOLD = 0.8  # the seed's high-confidence vessel core
 
 
 def feature_columns(without: tuple[str, ...] = ()) -> list[str]:
@@ -75,10 +74,15 @@ def vessel_volume_mm3(channels: list[np.ndarray], spacing, vessel_threshold: flo
     return float((channels[VESSEL_CHANNEL] >= vessel_threshold).sum() * np.prod(spacing))
 
 
-def series_graph(channels: list[np.ndarray], aneurysm_map: np.ndarray, spacing) -> VesselGraph:
-    """The vessel graph of an ROI: stage 1's vessel probability and artery labels, stage 2's P(any aneurysm)."""
+def series_graph(channels: list[np.ndarray], aneurysm_map: np.ndarray, spacing, vessel_threshold: float
+                 ) -> VesselGraph:
+    """The vessel graph of an ROI: stage 1's vessel probability and artery labels, stage 2's P(any aneurysm).
+
+    Built on stage 1's union mask at its operating point (``vessel_threshold``, chosen out of fold), the mask
+    that placed the ROI and labelled the arteries. At the seed's fixed 0.8 core the demo's median graph fell
+    into 9 pieces with 2.6 % junction nodes, against 4 pieces and 22 % at its operating point 0.31."""
     return build_vessel_graph(channels[VESSEL_CHANNEL], spacing, channels[ARTERY_CHANNEL], 1.0 - aneurysm_map[0],
-                              threshold=GRAPH_THRESHOLD)
+                              threshold=vessel_threshold)
 
 
 def save_graph(graph: VesselGraph, folder: Path, case: str) -> None:

@@ -9,6 +9,11 @@ all rows. At inference it is applied to each fold model's features of a series a
 are averaged (``architecture.md``: a layout concatenating five fold models' features per series
 cannot be trained without leakage).
 
+Read-outs whose scale belongs to one fold model (the AKOrN order parameter, the PINN loss:
+``FOLD_RELATIVE``) enter as deviations from that fold model's own out-of-fold mean, in its standard
+deviations (``fold_relative``): raw, the demo's order parameter was 0.901 in every series of fold 0 and
+0.942 in fold 1, so the feature told the stacker the fold, not the series.
+
 Leakage is refused by construction: every row says which fold the series is in (``fold``) and
 which fold model produced its features (``source_fold``); a row whose model trained on it
 (``source_fold != fold``) makes :func:`train_stacker` raise.
@@ -26,6 +31,8 @@ import pandas as pd
 from nnunet_aneurysm import __version__
 from nnunet_aneurysm.labels import SUBMISSION_COLUMNS
 
+FOLD_RELATIVE = ("order_parameter", "pinn_loss")  # read-outs on a fold model's own scale
+
 
 class LeakageError(ValueError):
     """A training row's features came from a model that trained on that series."""
@@ -41,6 +48,35 @@ class StackerConfig:
     internal_folds: int = 5
     early_stopping_rounds: int = 30
     seed: int = 0
+    # FOLD_RELATIVE column -> {fold model (str) or "all": [mean, standard deviation]} over the out-of-fold rows
+    fold_statistics: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+
+def fold_statistics(table: pd.DataFrame, columns) -> dict[str, dict[str, list[float]]]:
+    """Per fold model (``source_fold``) and pooled: mean and standard deviation of each ``FOLD_RELATIVE`` column."""
+    stats = {}
+    for column in [c for c in columns if c in FOLD_RELATIVE and c in table.columns]:
+        values = table[column].astype(float)
+        per = {"all": [float(values.mean()), float(values.std())]}
+        for fold, group in values.groupby(table["source_fold"].astype(int)):
+            per[str(fold)] = [float(group.mean()), float(group.std())]
+        stats[column] = {k: [m, s if np.isfinite(s) and s > 1e-12 else 1.0] for k, (m, s) in per.items()}
+    return stats
+
+
+def fold_relative(features: pd.DataFrame, statistics: dict[str, dict[str, list[float]]]) -> pd.DataFrame:
+    """``features`` with each ``FOLD_RELATIVE`` column in standard deviations from its fold model's mean (the
+    pooled statistics for a row without ``source_fold`` or from a fold the table did not have)."""
+    out = features.copy()
+    folds = features["source_fold"].astype(int).astype(str) if "source_fold" in features else None
+    for column, per in statistics.items():
+        if column not in out:
+            continue
+        keys = folds.where(folds.isin(list(per)), "all") if folds is not None else pd.Series("all", index=out.index)
+        mean = keys.map({k: v[0] for k, v in per.items()}).to_numpy(float)
+        std = keys.map({k: v[1] for k, v in per.items()}).to_numpy(float)
+        out[column] = (out[column].to_numpy(float) - mean) / std
+    return out
 
 
 def check_out_of_fold(table: pd.DataFrame) -> None:
@@ -81,8 +117,8 @@ class Stacker:
     trees: dict[str, int]
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
-        """[rows, 14] probabilities in submission column order."""
-        x = features[self.config.features].to_numpy(np.float32)
+        """[rows, 14] probabilities in submission column order (rows: one per series and fold model)."""
+        x = fold_relative(features, self.config.fold_statistics)[self.config.features].to_numpy(np.float32)
         out = np.zeros((len(x), len(SUBMISSION_COLUMNS)))
         for j, column in enumerate(SUBMISSION_COLUMNS):
             model = self.models[column]
@@ -123,7 +159,8 @@ def train_stacker(table: pd.DataFrame, features: list[str], config: StackerConfi
     check_out_of_fold(table)
     config = config or StackerConfig()
     config.features = list(features)
-    x = table[config.features].to_numpy(np.float32)
+    config.fold_statistics = fold_statistics(table, config.features)
+    x = fold_relative(table, config.fold_statistics)[config.features].to_numpy(np.float32)
     models, trees = {}, {}
     for column in SUBMISSION_COLUMNS:
         y = table[column].to_numpy(int)
