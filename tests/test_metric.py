@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from nnunet_aneurysm.evaluation.metric import evaluate
+from nnunet_aneurysm.evaluation.metric import bootstrap_intervals, evaluate, paired_bootstrap
 from nnunet_aneurysm.labels import ID_COLUMN, LOCATION_COLUMNS, PRESENT_COLUMN, SUBMISSION_COLUMNS
 
 
@@ -71,3 +71,39 @@ def test_bad_tables_are_one_clear_error():
         evaluate(labels, predictions.drop(columns=PRESENT_COLUMN))
     with pytest.raises(ValueError, match="more than once"):
         evaluate(labels, pd.concat([predictions, predictions.iloc[:1]]))
+
+
+def _labels_and_scores(n: int = 150, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    truth = (rng.random((n, len(SUBMISSION_COLUMNS))) < 0.3).astype(float)
+    truth[:, -1] = truth[:, :-1].max(1)
+    return truth, rng.random(truth.shape)
+
+
+def test_paired_interval_of_a_predictor_against_itself_is_exactly_zero():
+    truth, scores = _labels_and_scores()
+    for difference in paired_bootstrap(truth, scores, scores.copy(), n=200).values():
+        assert (difference.difference, difference.low, difference.high) == (0.0, 0.0, 0.0)
+        assert difference.verdict == "undecided"
+
+
+def test_paired_interval_excludes_zero_for_a_predictor_better_on_every_series():
+    """b is noise; a ranks every series right in every column: 'pays', and the paired interval is narrower than
+    the two independent intervals side by side."""
+    truth, noise = _labels_and_scores(seed=1)
+    better = truth + 0.2 * noise  # positives above negatives in every column
+    paired = paired_bootstrap(truth, better, noise, n=300)
+    assert paired["weighted_auc"].low > 0 and paired["weighted_auc"].verdict == "pays"
+    assert paired[PRESENT_COLUMN].verdict == "pays"
+    worse = paired_bootstrap(truth, noise, better, n=300)["weighted_auc"]
+    assert worse.verdict == "costs" and worse.difference == pytest.approx(-paired["weighted_auc"].difference)
+
+
+def test_paired_interval_is_narrower_than_independent_ones_for_correlated_predictors():
+    truth, noise = _labels_and_scores(n=200, seed=2)
+    base = truth[:, -1:] * 0.6 + noise
+    slightly = base + 0.15 * truth[:, -1:]
+    paired = paired_bootstrap(truth, slightly, base, n=300)["weighted_auc"]
+    one, two = bootstrap_intervals(truth, slightly, 300), bootstrap_intervals(truth, base, 300)
+    assert paired.high - paired.low < 0.5 * min(one["weighted_auc"][1] - one["weighted_auc"][0],
+                                                two["weighted_auc"][1] - two["weighted_auc"][0])

@@ -97,6 +97,54 @@ def bootstrap_intervals(truth: np.ndarray, scores: np.ndarray, n: int = 1000, se
     return out
 
 
+@dataclass(frozen=True)
+class PairedDifference:
+    """Score of predictor a minus that of b on the same series, with its paired bootstrap 95 % interval."""
+
+    difference: float
+    low: float
+    high: float
+
+    @property
+    def verdict(self) -> str:
+        """'pays' (interval above 0), 'costs' (below 0) or 'undecided' (it spans 0)."""
+        return "pays" if self.low > 0 else "costs" if self.high < 0 else "undecided"
+
+
+def paired_bootstrap(truth: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, n: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, PairedDifference]:
+    """Weighted AUC and 'Aneurysm Present' AUC of a minus b, each resample of the series scoring BOTH predictors
+    (the same series, the same columns left out): far narrower than comparing independent intervals, since
+    most of the sampling noise is shared by two predictors of the same series."""
+    rng = np.random.default_rng(seed)
+    differences = {"weighted_auc": [], PRESENT_COLUMN: []}
+    for _ in range(n):
+        index = rng.integers(0, len(truth), len(truth))
+        a, b = column_aucs(truth[index], scores_a[index]), column_aucs(truth[index], scores_b[index])
+        if weighted_auc(a) is not None:
+            differences["weighted_auc"].append(weighted_auc(a) - weighted_auc(b))
+        if a[-1] is not None:
+            differences[PRESENT_COLUMN].append(a[-1] - b[-1])
+    full_a, full_b = column_aucs(truth, scores_a), column_aucs(truth, scores_b)
+    point = {"weighted_auc": (weighted_auc(full_a), weighted_auc(full_b)), PRESENT_COLUMN: (full_a[-1], full_b[-1])}
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    out = {}
+    for name, values in differences.items():
+        if values and None not in point[name]:
+            out[name] = PairedDifference(point[name][0] - point[name][1], float(np.percentile(values, lo)),
+                                         float(np.percentile(values, hi)))
+    return out
+
+
+def paired_comparison(labels: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame, n: int = 1000,
+                      seed: int = 0) -> dict[str, PairedDifference]:
+    """:func:`paired_bootstrap` of two submission tables on the series both predicted and the labels hold."""
+    common = set(a[ID_COLUMN]) & set(b[ID_COLUMN])
+    truth, scores_a, _, _ = align(labels, a[a[ID_COLUMN].isin(common)].sort_values(ID_COLUMN))
+    _, scores_b, _, _ = align(labels, b[b[ID_COLUMN].isin(common)].sort_values(ID_COLUMN))
+    return paired_bootstrap(truth, scores_a, scores_b, n, seed)
+
+
 def evaluate(labels: pd.DataFrame, predictions: pd.DataFrame, bootstrap: int = 1000, seed: int = 0) -> Evaluation:
     """Score a submission table against a train.csv-like label table."""
     truth, scores, missing, extra = align(labels, predictions)

@@ -6,7 +6,8 @@
     DIR/<SeriesInstanceUID>/vessel_probability.nii.gz, artery_labels.nii.gz   stage 1 on the ROI grid
     DIR/<SeriesInstanceUID>/candidates.csv          aneurysm candidates in patient coordinates (mm)
     DIR/<SeriesInstanceUID>/graph_nodes.csv, graph_edges.csv   the vessel graph (ROI mm) with GAT scores
-    DIR/<SeriesInstanceUID>/series.json             the 14 probabilities, their source, per-fold read-outs
+    DIR/<SeriesInstanceUID>/series.json             the 14 probabilities, their source, per-fold read-outs,
+                                                    the metadata vector the networks were given
 
 The NIfTI files carry the ROI's placement, so any viewer overlays them on the original scan.
 """
@@ -47,7 +48,8 @@ def save_series_outputs(result, folder: Path) -> Path:
     out = folder / result.series_uid
     out.mkdir(parents=True, exist_ok=True)
     summary = {"probabilities": dict(zip(SUBMISSION_COLUMNS, map(float, result.probabilities))),
-               "source": result.source, "reasons": result.reasons, "seconds": result.seconds}
+               "source": result.source, "reasons": result.reasons, "seconds": result.seconds,
+               "metadata": None if result.metadata is None else [float(v) for v in result.metadata]}
     if result.roi is not None:
         summary["roi"] = result.roi.as_row()
         geometry = result.roi.geometry
