@@ -41,6 +41,8 @@ def _plan(args: argparse.Namespace) -> int:
                 if v is not None}
     fullres = {k: v for k, v in (("num_epochs", args.gpu_epochs), ("num_iterations_per_epoch", args.gpu_iterations))
                if v is not None}
+    if args.training_seed is not None:  # every configuration's trainer seeds python, numpy and torch with it
+        schedule["seed"] = fullres["seed"] = args.training_seed
     plans_name, plans_file = plan_dataset(args.dataset, PLANNERS[args.planner], args.vram_gb,
                                           args.plans_name, schedule, args.num_processes, fullres)
     print(f"Plans written to {plans_file}")
@@ -352,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of 3d_fullres (default: nnU-Net's 1000); for short GPU runs such as the demo's")
     p.add_argument("--gpu-iterations", type=int, default=None, help="iterations per 3d_fullres epoch (default 250)")
     p.add_argument("-np", "--num-processes", type=int, default=2, help="fingerprint worker processes")
+    p.add_argument("--training-seed", type=int, default=None,
+                   help="seed of our trainers' RNGs (+ the fold), written into the plans (default: unseeded, "
+                        "as nnU-Net)")
     p.set_defaults(func=_plan)
 
     p = verbs.add_parser("synth", help="write synthetic data in the RSNA competition layout",

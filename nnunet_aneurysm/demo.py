@@ -57,7 +57,9 @@ class DemoSettings:
     heldout_series: int = 100
     size: int = 64
     fov_mm: float = 84.0
-    seed: int = 0
+    seed: int = 0  # of the generated data (the held-out set: seed + HELDOUT_SEED_OFFSET)
+    training_seed: int = 0  # of both stages' trainers (plans' trainer_schedule), for repeatable and repeated runs
+    bootstrap: int = 1000  # resamples of the report's intervals
     folds: int = 2
     stage1: Schedule = field(default_factory=lambda: Schedule(25, 20))
     stage2: Schedule = field(default_factory=lambda: Schedule(40, 25))
@@ -74,7 +76,7 @@ class DemoSettings:
 def quick_settings(workdir: Path) -> DemoSettings:
     """The smoke size: every step runs, in minutes, learning nothing to speak of."""
     return DemoSettings(workdir, train_series=16, heldout_series=6, size=48, folds=2,
-                        stage1=Schedule(1, 2, 1), stage2=Schedule(1, 2, 1))
+                        stage1=Schedule(1, 2, 1), stage2=Schedule(1, 2, 1), bootstrap=100)
 
 
 def demo_environment(workdir: Path) -> dict[str, str]:
@@ -189,7 +191,8 @@ def plan_and_preprocess(run: Runner, settings: DemoSettings, dataset_id: int, da
         if settings.device != "cpu" else []
     run(["nnunet-aneurysm", "plan", "-d", str(dataset_id), "--planner", stage.planner,
          "--cpu-epochs", str(schedule.epochs), "--cpu-iterations", str(schedule.iterations),
-         "--cpu-val-iterations", str(schedule.val_iterations), *gpu, "-np", str(settings.workers)], "plan")
+         "--cpu-val-iterations", str(schedule.val_iterations), *gpu, "-np", str(settings.workers),
+         "--training-seed", str(settings.training_seed)], "plan")
     run(["nnUNetv2_preprocess", "-d", str(dataset_id), "-plans_name", stage.plans, "-c", "3d_fullres",
          "-np", str(settings.workers)], "preprocess")
 
@@ -251,7 +254,7 @@ def predict_heldout(run: Runner, settings: DemoSettings, heldout: Path, features
     return submission
 
 
-def make_report(run: Runner, heldout: Path, submission: Path, features: Path) -> Path:
+def make_report(run: Runner, heldout: Path, submission: Path, features: Path, bootstrap: int = 1000) -> Path:
     """The report, by the verb any run can call; returns its page."""
     report = run.workdir / "report"
     run(["nnunet-aneurysm", "report", "--submission", str(submission), "--labels", str(heldout / "train.csv"),
@@ -259,7 +262,7 @@ def make_report(run: Runner, heldout: Path, submission: Path, features: Path) ->
          "--outputs", str(run.workdir / "heldout_outputs"),
          "--operating-point", str(Path(run.env["nnUNet_raw"]) / STAGE2_DATASET), "--timing", str(run.timing),
          "--title", "the main job on generated data, scored on held-out series (another seed, never trained on)",
-         "-o", str(report)], "report")
+         "--bootstrap", str(bootstrap), "-o", str(report)], "report")
     return report / "index.html"
 
 
@@ -274,7 +277,7 @@ def run_demo(settings: DemoSettings) -> Path:
     train_both_stages(run, settings, train)
     features = train_postprocessing(run, settings)
     submission = predict_heldout(run, settings, heldout, features)
-    page = make_report(run, heldout, submission, features)
+    page = make_report(run, heldout, submission, features, settings.bootstrap)
     metrics = json.loads((workdir / "evaluation" / "metrics.json").read_text())
     print(f"\nheld-out weighted AUC {metrics['weighted_auc']:.3f}, Aneurysm Present AUC "
           f"{metrics['column_auc']['Aneurysm Present']:.3f} ({metrics['n_series']} series); "
