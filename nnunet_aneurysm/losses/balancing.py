@@ -26,7 +26,7 @@ class BoundedBelow(nn.Module):
 
 
 def _check_bounded(losses: dict[str, torch.Tensor]) -> None:
-    negative = {name: float(value) for name, value in losses.items() if float(value) < -1e-6}
+    negative = {name: float(value.detach()) for name, value in losses.items() if float(value.detach()) < -1e-6}
     if negative:
         raise ValueError(f"balanced loss terms must be >= 0; got {negative} (wrap them in BoundedBelow)")
 

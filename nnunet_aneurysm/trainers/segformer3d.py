@@ -34,6 +34,7 @@ from nnunet_aneurysm.losses.tversky import TverskyCELoss
 from nnunet_aneurysm.metadata import MetadataTable
 from nnunet_aneurysm.stages import STAGE1
 from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
+from nnunet_aneurysm.trainers.distributed import sum_across_ranks
 
 
 def union_counts(logits: torch.Tensor, target: torch.Tensor) -> np.ndarray:
@@ -122,7 +123,7 @@ class AneurysmSegFormer3DTrainer(AneurysmTrainerBase):
         self.logger.log("metadata_missing", float(self.metadata.take_missing()), self.current_epoch)
 
     def on_validation_epoch_end(self, val_outputs):
-        union = np.sum([o["union"] for o in val_outputs], axis=0)
+        union = sum_across_ranks(torch.from_numpy(np.sum([o["union"] for o in val_outputs], axis=0))).numpy()
         super().on_validation_epoch_end(val_outputs)
         out = collate_outputs(val_outputs)
         tp, fp, fn = (np.sum(out[k], 0) for k in ("tp_hard", "fp_hard", "fn_hard"))

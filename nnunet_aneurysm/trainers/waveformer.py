@@ -57,6 +57,7 @@ from nnunet_aneurysm.metadata import MetadataTable, read_series_targets
 from nnunet_aneurysm.stages import ARTERY_CHANNEL, STAGE2, VESSEL_CHANNEL
 from nnunet_aneurysm.trainers.augmentation import for_mixed_channels
 from nnunet_aneurysm.trainers.base import AneurysmTrainerBase
+from nnunet_aneurysm.trainers.distributed import average_across_ranks, zero_term
 
 CLASS_LOSSES = {"asl": AsymmetricLoss, "aucm": lambda: AUCMarginLoss(NUM_LOCATIONS + 1)}
 
@@ -195,6 +196,8 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
             self.proximal.reset()
 
     def adjust_gradients(self) -> None:
+        """PESG's proximal term; under DDP, the learnt loss parameters' gradients averaged over the ranks."""
+        average_across_ranks(p.grad for module in self._loss_modules().values() for p in module.parameters())
         if self.proximal is not None:
             self.proximal.add_to_gradients()
 
@@ -288,8 +291,12 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
         self.physics_terms = None
         losses, aux, skipped = self.compute_losses(data, target, keys, flipped)
         total, weights = self.balancer({k: v.float() for k, v in losses.items()})
+        average_across_ranks(b for b in self.balancer.buffers() if b.is_floating_point())  # UW-SO's running means
+        if self.use_pinn and "physics" not in losses:  # under DDP every parameter needs a gradient every step
+            total = total + zero_term(self.plain_network().pinn_head).to(total.device)
         stepped = self.backward_and_step(total)
         if isinstance(self.class_loss, AUCMarginLoss) and stepped:
+            average_across_ranks([self.class_loss.alpha_grad])
             self.class_loss.ascend()
         out = {"loss": total.detach().cpu().numpy(), "physics_skipped": float(skipped),
                "silenced_fraction": float(any(weights[n] < self.silenced_weight for n in losses)),
