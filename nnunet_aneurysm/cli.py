@@ -77,6 +77,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _roi_dataset(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from nnunet_aneurysm.inference.roi_dataset import build_roi_dataset
     from nnunet_aneurysm.nnunet_env import dataset_name, model_folder, our_trainers_visible, require_env
     from nnunet_aneurysm.roi import RoiSettings
@@ -89,8 +91,10 @@ def _roi_dataset(args: argparse.Namespace) -> int:
     our_trainers_visible()
     aneurysms = dataset_name(args.aneurysms)
     model_dir = model_folder(args.vessels, args.trainer, args.plans, args.configuration)
-    settings = RoiSettings(tuple(args.size_mm), args.spacing_mm,
-                           args.vessel_threshold if fixed else RoiSettings.vessel_threshold)
+    threshold = args.vessel_threshold if fixed else RoiSettings.vessel_threshold
+    settings = RoiSettings(tuple(args.size_mm), args.spacing_mm, threshold) if args.spacing_mm is not None \
+        else planned_roi(raw / aneurysms, tuple(args.size_mm), args.roi_max_voxels, _device(args), args.vram_gb)
+    settings = replace(settings, vessel_threshold=threshold)
     try:
         folder = build_roi_dataset(raw, aneurysms, stage2_dataset_name(args.output_id, aneurysms), model_dir,
                                    _device(args), settings, choose_threshold=not fixed)
@@ -98,6 +102,27 @@ def _roi_dataset(args: argparse.Namespace) -> int:
         raise UserInputError(str(err)) from None
     print(f"wrote {folder}")
     return 0
+
+
+def planned_roi(dataset: Path, size_mm: tuple[float, float, float], max_voxels: int | None, device: str,
+                vram_gb: float):
+    """The ROI settings ``roi.plan_roi_settings`` gives for a raw dataset's training series, said in one line."""
+    import numpy as np
+
+    from nnunet_aneurysm.inference.roi_dataset import training_spacings
+    from nnunet_aneurysm.roi import CPU_ROI_VOXELS, plan_roi_settings
+
+    if max_voxels is None:
+        from nnunet_aneurysm.planners.waveformer import roi_voxel_budget
+
+        max_voxels = CPU_ROI_VOXELS if device == "cpu" else roi_voxel_budget(vram_gb)
+    spacings = training_spacings(dataset)
+    settings = plan_roi_settings(spacings, max_voxels, size_mm=size_mm)
+    print(f"ROI planned: {settings.spacing_mm:g} mm, {' x '.join(map(str, settings.shape))} voxels "
+          f"({' x '.join(f'{s:.0f}' for s in settings.size_mm)} mm) from the median finest spacing "
+          f"{float(np.median(spacings)):.3f} mm of {len(spacings)} training series and a budget of {max_voxels:,} "
+          f"voxels")
+    return settings
 
 
 def _stage2_raw_and_model(args) -> tuple[Path, Path]:
@@ -406,8 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--configuration", default="3d_fullres")
     p.add_argument("--size-mm", type=float, nargs=3, default=list(RoiSettings.size_mm),
                    help="ROI extent along S-I, A-P, L-R in mm (default %(default)s)")
-    p.add_argument("--spacing-mm", type=float, default=RoiSettings.spacing_mm,
-                   help="ROI voxel size in mm (default %(default)s)")
+    p.add_argument("--spacing-mm", type=float, default=None,
+                   help="ROI voxel size in mm (default: planned from the training series' spacing and the memory "
+                        "budget, as nnU-Net plans its spacing: 1.5 on the demo's 1.3 mm data)")
+    p.add_argument("--roi-max-voxels", type=int, default=None,
+                   help="memory budget of the planned ROI in voxels (default: the demo's 48 x 48 x 64 on the CPU; "
+                        "on a GPU what the full stage-2 network trains in --vram-gb at batch 2)")
+    p.add_argument("--vram-gb", type=float, default=16.0, help="GPU memory target for the planned ROI (default 16)")
     p.add_argument("--vessel-threshold", type=float, default=None,
                    help="a fixed threshold on stage 1's vessel probability instead of the out-of-fold choice")
     device_argument(p)

@@ -22,6 +22,7 @@ voxel maps to patient coordinates (mm) and to the scan's voxels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,26 @@ class RoiSettings:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(round(s / self.spacing_mm)) for s in self.size_mm)
+
+
+CPU_ROI_VOXELS = 48 * 48 * 64  # the demo's ROI: what stage 2 trains in its budget on 2 CPU cores
+
+
+def plan_roi_settings(spacings_mm: Sequence[float], max_voxels: int, stride: int = 16,
+                      size_mm: tuple[float, float, float] = RoiSettings.size_mm) -> RoiSettings:
+    """The ROI grid for a dataset, as nnU-Net plans a target spacing: the median of the training series' finest
+    spacing (mm), coarsened until the box holds at most ``max_voxels`` (stage 2's whole-ROI patch must fit the
+    memory budget); each side then rounded up to a whole number of ``stride`` voxels (never less than the box asked
+    for, and the spacing coarsened further if that breaks the budget). On the
+    demo's 1.31 mm series with the CPU budget this gives its 1.5 mm, 48 x 48 x 64."""
+    spacing = max(float(np.median(spacings_mm)), float(np.prod(size_mm) / max_voxels) ** (1 / 3))
+    whole = lambda sp: [max(stride, int(np.ceil(s / sp / stride - 1e-6)) * stride) for s in size_mm]  # noqa: E731
+    shape = whole(spacing)
+    while np.prod(shape) > max_voxels and max(shape) > stride:  # rounding up may overshoot the budget
+        spacing *= 1.05
+        shape = whole(spacing)
+    spacing = round(spacing, 4)
+    return RoiSettings(tuple(float(n * spacing) for n in shape), spacing)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from nnunet_aneurysm.dataset_conversion.convert import LOCALIZERS_FILE, SPHERE_RADIUS_MM, read_localizers
 from nnunet_aneurysm.dataset_conversion.localizers import draw_spheres
-from nnunet_aneurysm.geometry import geometry_of, write_nifti
+from nnunet_aneurysm.geometry import geometry_of, read_geometry, write_nifti
 from nnunet_aneurysm.inference.out_of_fold import fold_groups
 from nnunet_aneurysm.inference.stage1 import Stage1Model, VesselPrediction
 from nnunet_aneurysm.inference.stage2_settings import settings_entry
@@ -62,6 +62,15 @@ def roi_channels(image: np.ndarray, scan, vessels: VesselPrediction, settings: R
     channels[VESSEL_CHANNEL], channels[ARTERY_CHANNEL] = vessels.on_grid(roi.geometry, roi.shape,
                                                                          settings.vessel_threshold)
     return roi, channels
+
+
+def training_spacings(dataset: Path) -> list[float]:
+    """The finest voxel spacing (mm) of each training image of a raw dataset, from the file headers alone."""
+    files = sorted((dataset / "imagesTr").glob(f"*_0000{FILE_ENDING}"))
+    if not files:
+        raise FileNotFoundError(f"no training images in {dataset / 'imagesTr'}: cannot plan the ROI's spacing "
+                                f"(pass --spacing-mm)")
+    return [min(read_geometry(f).spacing) for f in files]
 
 
 def _points(localizers: pd.DataFrame, case: str) -> tuple[list[np.ndarray], list[int]]:

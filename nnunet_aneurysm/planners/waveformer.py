@@ -50,3 +50,25 @@ class WaveFormerPlanner(AneurysmPlanner):
                   f"(patch {plan['patch_size']}): series heads will train on patch targets and be read as the "
                   f"maximum over tiles")
         return plan
+
+
+def roi_voxel_budget(vram_gb: float, size_mm: tuple[float, float, float] = (72.0, 72.0, 96.0),
+                     batch_size: int = 2) -> int:
+    """The most ROI voxels (the box's proportions, whole strides) whose training step with the full stage-2
+    network (AKOrN + PINN, 3 input channels, batch 2) fits ``vram_gb`` by our memory model: the budget
+    ``roi-dataset`` plans its ROI spacing with on a GPU (``roi.plan_roi_settings``)."""
+    from functools import partial
+
+    import numpy as np
+
+    from nnunet_aneurysm.planners.memory import training_memory_bytes
+
+    stride = 2 ** len(gpu_config()["embed_dims"])
+    build = partial(WaveFormer, 3, len(SUBMISSION_COLUMNS), True, **gpu_config(), **_HEADS, artery_channel=2)
+    best = 0
+    for spacing in np.geomspace(2.0, 0.3, 16):
+        shape = [max(stride, int(round(s / spacing / stride)) * stride) for s in size_mm]
+        if training_memory_bytes(build, 3, shape, batch_size) > vram_gb * 1e9:
+            break
+        best = int(np.prod(shape))
+    return max(best, stride**3)
