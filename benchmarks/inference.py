@@ -120,10 +120,11 @@ def child(job: dict) -> dict:
             "voxels": int(np.prod(volume.array.shape)), "reasons": []}
 
 
-def measure(job: dict, limit_bytes: float) -> dict:
-    """Run ``job`` in a child process, watching its memory; the child's own figures, or a 'killed' row."""
+def measure(job: dict, limit_bytes: float, script: str = __file__) -> dict:
+    """Run ``script --child JOB`` in a child process, watching its memory; the child's own figures (its last line
+    of output, JSON), or a 'killed' row."""
     errors = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(job)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, script, "--child", json.dumps(job)], stdout=subprocess.PIPE,
                             stderr=errors, text=True)
     watched, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:

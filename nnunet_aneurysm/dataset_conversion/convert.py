@@ -42,9 +42,13 @@ from nnunet_aneurysm.labels import (
     TRAIN_CSV_COLUMNS,
     dataset_labels,
 )
+from nnunet_aneurysm.resources import PROCESS_BYTES, largest_series_voxels, workers_for_memory
 from nnunet_aneurysm.stages import ANEURYSMS_NAME, FILE_ENDING, VESSELS_NAME, channel_file, dataset_name
 
 SPHERE_RADIUS_MM = 4.0  # of the label ball drawn around each localizer point
+# peak memory of one series' conversion above its process, per scan voxel (benchmarks/clinical_steps.py: the
+# float32 volume, the copies SimpleITK takes to resample the vessel labels and write each image, the labels)
+CONVERT_BYTES_PER_VOXEL = 16.0
 LOCALIZERS_FILE = "localizers.csv"
 
 
@@ -204,6 +208,12 @@ def convert(root: Path | str, vessels_id: int, aneurysms_id: int, raw: Path | st
     by_series = {uid: rows.to_dict("records") for uid, rows in localizers.groupby(ID_COLUMN)}
     uids = train[ID_COLUMN].tolist()
     args = [(root, uid, by_series.get(uid, []), targets, resume) for uid in uids]
+    if workers > 1:
+        largest = largest_series_voxels([root / "series" / uid for uid in uids])
+        per_worker = PROCESS_BYTES + CONVERT_BYTES_PER_VOXEL * largest
+        workers, reason = workers_for_memory(workers, per_worker)
+        if reason:
+            print(f"convert: {reason}")
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             rows = list(tqdm(pool.map(convert_series, *zip(*args)), total=len(args), disable=not progress,

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from nnunet_aneurysm.dataset_conversion.convert import LOCALIZERS_FILE, SPHERE_RADIUS_MM, read_localizers
 from nnunet_aneurysm.dataset_conversion.localizers import draw_spheres
-from nnunet_aneurysm.geometry import geometry_of, read_geometry, write_nifti
+from nnunet_aneurysm.geometry import Geometry, geometry_of, read_geometry, write_nifti
 from nnunet_aneurysm.inference.out_of_fold import fold_groups
 from nnunet_aneurysm.inference.stage1 import Stage1Model, VesselPrediction
 from nnunet_aneurysm.inference.stage2_settings import settings_entry
@@ -62,6 +62,14 @@ def roi_channels(image: np.ndarray, scan, vessels: VesselPrediction, settings: R
     channels[VESSEL_CHANNEL], channels[ARTERY_CHANNEL] = vessels.on_grid(roi.geometry, roi.shape,
                                                                          settings.vessel_threshold)
     return roi, channels
+
+
+def read_scan(path: Path) -> tuple[np.ndarray, Geometry]:
+    """A raw image as float32 [k, j, i] and its grid; SimpleITK's copy is let go before anything runs on it (held
+    alongside, it doubled the 4 bytes a voxel of a clinical scan)."""
+    image = sitk.ReadImage(str(path))
+    scan = geometry_of(image)
+    return sitk.GetArrayFromImage(image).astype(np.float32, copy=False), scan
 
 
 def training_spacings(dataset: Path) -> list[float]:
@@ -122,9 +130,7 @@ def choose_operating_point(src: Path, vessel_labels: Path, stage1_dir: Path, gro
             continue
         model = Stage1Model(stage1_dir, group.folds, torch.device(device))
         for case in cases:
-            scan_image = sitk.ReadImage(str(src / "imagesTr" / channel_file(case, 0)))
-            image = sitk.GetArrayFromImage(scan_image).astype(np.float32)
-            scan = geometry_of(scan_image)
+            image, scan = read_scan(src / "imagesTr" / channel_file(case, 0))
             vessels = model.predict(image, scan, vectors.lookup([case])[0])
             truth = sitk.GetArrayFromImage(sitk.ReadImage(str(vessel_labels / f"{case}{FILE_ENDING}"))) > 0
             counts.add(vessels.vessel_probability_on(scan, image.shape), truth)
@@ -177,9 +183,7 @@ def build_roi_dataset(raw: Path, aneurysms_dataset: str, output_dataset: str, st
             continue
         model = Stage1Model(stage1_dir, group.folds, torch.device(device))
         for case in todo:
-            scan_image = sitk.ReadImage(str(src / "imagesTr" / channel_file(case, 0)))
-            scan = geometry_of(scan_image)
-            image = sitk.GetArrayFromImage(scan_image).astype(np.float32)
+            image, scan = read_scan(src / "imagesTr" / channel_file(case, 0))
             vessels = model.predict(image, scan, vectors.lookup([case])[0])
             write_roi_case(dst, case, image, scan, vessels, settings, localizers, sphere_radius_mm, group.out_of_fold)
             bar.update()
