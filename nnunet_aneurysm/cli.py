@@ -235,13 +235,15 @@ def _predict_series(args: argparse.Namespace) -> int:
     from nnunet_aneurysm.inference.pipeline_file import read_pipeline
     from nnunet_aneurysm.inference.series import ModelLoadError, SeriesPipeline
     from nnunet_aneurysm.inference.submission import predict_series, series_folders
+    from nnunet_aneurysm.parts import part_of
 
     if not 0 < args.step_size <= 1:
         raise UserInputError(f"-step_size is a fraction of the patch in (0, 1], not {args.step_size}")
     try:
         pipeline = read_pipeline(args.pipeline).choose(args.folds, args.checkpoint,
                                                        False if args.disable_tta else None)
-        folders = series_folders(args.inputs, require_dicom=not args.allow_fallback)
+        folders = part_of(series_folders(args.inputs, require_dicom=not args.allow_fallback), args.num_parts,
+                          args.part_id)
     except ValueError as err:
         raise UserInputError(str(err)) from None
     device = _device(args)
@@ -260,6 +262,20 @@ def _predict_series(args: argparse.Namespace) -> int:
     failure = summary.systemic_failure()
     if failure and not args.allow_fallback:
         raise UserInputError(failure)
+    return 0
+
+
+def _merge_submissions(args: argparse.Namespace) -> int:
+    from nnunet_aneurysm.inference.submission import series_folders
+    from nnunet_aneurysm.parts import merge_submissions
+
+    try:
+        expected = series_folders(args.inputs, require_dicom=False) if args.inputs else None
+        merged = merge_submissions(args.parts, args.output, expected)
+    except ValueError as err:
+        raise UserInputError(str(err)) from None
+    print(f"{len(merged)} series from {len(args.parts)} parts: {args.output}"
+          + (f" (every one of the {len(expected)} input folders exactly once)" if expected else ""))
     return 0
 
 
@@ -354,6 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     def device_argument(p, help_extra: str = "") -> None:
         p.add_argument("-device", "--device", default=None, choices=["cpu", "cuda"],
                        help="default: cuda where torch can use a GPU, else cpu (said in one line)" + help_extra)
+
+    def parts_arguments(p, what: str) -> None:
+        p.add_argument("-num_parts", "--num-parts", type=int, default=1,
+                       help=f"split the {what} into this many parts, as nnUNetv2_predict does (default 1)")
+        p.add_argument("-part_id", "--part-id", type=int, default=0,
+                       help="which part this job does (0..num_parts-1): items part_id, part_id + num_parts, ...")
 
     parser = argparse.ArgumentParser(prog="nnunet-aneurysm", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -545,6 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "larger is faster)")
     p.add_argument("--continue", "--continue_prediction", dest="resume", action="store_true",
                    help="keep the series OUTPUT already holds (a killed run's) and predict only the others")
+    parts_arguments(p, "series (each part its own -o; then nnunet-aneurysm merge-submissions)")
     p.add_argument("--allow-fallback", action="store_true",
                    help=f"exit 0 however many series got the fallback row (default: exit 2 above "
                         f"{100 * MAX_FALLBACK_SHARE:.0f} %%) and give folders without DICOM the fallback row: "
@@ -552,6 +575,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-outputs", type=Path, default=None,
                    help="also write each series' stage-2 maps and candidates (patient mm) under this folder")
     p.set_defaults(func=_predict_series)
+
+    p = verbs.add_parser("merge-submissions", help="the parts of a split predict-series as one submission",
+                         description="Concatenate the submissions (and their _log.csv, _features.csv) that "
+                                     "predict-series -num_parts N -part_id K wrote; refuse a series in two parts and, "
+                                     "with --inputs, an input series folder in no part.")
+    p.add_argument("parts", type=Path, nargs="+", help="each part's submission CSV")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--inputs", type=Path, nargs="+", default=None,
+                   help="the INPUT folders predict-series was given: every series folder must be in one part")
+    p.set_defaults(func=_merge_submissions)
 
     p = verbs.add_parser("evaluate", help="the competition's weighted AUC of a submission",
                          description="Weighted AUC (13 x Aneurysm Present + the 13 location AUCs, over 26), per-column "

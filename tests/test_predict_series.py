@@ -225,3 +225,24 @@ def test_stage1_sees_the_modality_read_from_the_dicom_header(pipeline, tmp_path)
     as_t2 = predict(volume.array, volume.geometry, seen[0]).probabilities
     as_cta = predict(volume.array, volume.geometry, encode_metadata(None, None, "CTA")).probabilities
     assert np.abs(as_t2 - as_cta).max() > 1e-4  # and the fold models do condition on it
+
+
+def test_predict_series_in_two_parts_merges_to_the_single_runs_rows(quick_demo, nnunet_env, tmp_path):
+    """-num_parts 2 -part_id 0/1, as two cluster jobs would run them, merged: every held-out series exactly once,
+    with the rows the demo's single run wrote."""
+    heldout, pipeline_file = quick_demo / "rsna_heldout", quick_demo / "pipeline" / "pipeline.json"
+    parts = []
+    for part in (0, 1):
+        parts.append(tmp_path / f"part{part}.csv")
+        run_cli(["nnunet-aneurysm", "predict-series", str(heldout), "-o", str(parts[-1]), "--pipeline",
+                 str(pipeline_file), "-device", "cpu", "-num_parts", "2", "-part_id", str(part), "--allow-fallback"],
+                nnunet_env)
+    run_cli(["nnunet-aneurysm", "merge-submissions", *map(str, parts), "-o", str(tmp_path / "all.csv"), "--inputs",
+             str(heldout)], nnunet_env)
+    merged = pd.read_csv(tmp_path / "all.csv", dtype={ID_COLUMN: str}).set_index(ID_COLUMN).sort_index()
+    single = pd.read_csv(quick_demo / "submission.csv", dtype={ID_COLUMN: str}).set_index(ID_COLUMN).sort_index()
+    assert list(merged.index) == list(single.index)
+    np.testing.assert_allclose(merged.to_numpy(), single.to_numpy(), atol=1e-5)
+    failed = run_cli(["nnunet-aneurysm", "merge-submissions", str(parts[0]), "-o", str(tmp_path / "half.csv"),
+                      "--inputs", str(heldout)], nnunet_env, check=False)
+    assert failed.returncode == 2 and "in no part" in failed.stderr.strip().splitlines()[-1]
