@@ -97,10 +97,14 @@ def _roi_dataset(args: argparse.Namespace) -> int:
     settings = replace(settings, vessel_threshold=threshold)
     try:
         folder = build_roi_dataset(raw, aneurysms, stage2_dataset_name(args.output_id, aneurysms), model_dir,
-                                   _device(args), settings, choose_threshold=not fixed)
-    except FileNotFoundError as err:
+                                   _device(args), settings, choose_threshold=not fixed, num_parts=args.num_parts,
+                                   part_id=args.part_id, operating_point_only=args.operating_point_only)
+    except (FileNotFoundError, ValueError) as err:
         raise UserInputError(str(err)) from None
-    print(f"wrote {folder}")
+    if folder is None:
+        print(f"part {args.part_id} of {args.num_parts} done; the part that finishes last completes the dataset")
+        return 0
+    print(f"wrote {folder}" + (" (stage 1's operating point only)" if args.operating_point_only else ""))
     return 0
 
 
@@ -138,9 +142,13 @@ def _features(args: argparse.Namespace) -> int:
 
     raw, model = _stage2_raw_and_model(args)
     try:
-        table = out_of_fold_features(raw, model, args.output, _device(args))
-    except FileNotFoundError as err:
+        table = out_of_fold_features(raw, model, args.output, _device(args), num_parts=args.num_parts,
+                                     part_id=args.part_id)
+    except (FileNotFoundError, ValueError) as err:
         raise UserInputError(str(err)) from None
+    if table is None:
+        print(f"part {args.part_id} of {args.num_parts} done; features.csv is written by the part that finishes last")
+        return 0
     table.to_csv(args.output / "features.csv", index=False)
     print(f"{len(table)} series, out-of-fold features and vessel graphs in {args.output}")
     return 0
@@ -462,6 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vram-gb", type=float, default=16.0, help="GPU memory target for the planned ROI (default 16)")
     p.add_argument("--vessel-threshold", type=float, default=None,
                    help="a fixed threshold on stage 1's vessel probability instead of the out-of-fold choice")
+    p.add_argument("--operating-point-only", action="store_true",
+                   help="choose stage 1's operating point (vessel_operating_point.json) and stop: the first job "
+                        "before parts run (-num_parts)")
+    parts_arguments(p, "training cases (each part a job; the last to finish completes the dataset)")
     device_argument(p)
     p.set_defaults(func=_roi_dataset)
 
@@ -479,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "and a 'source_fold' column) and OUTPUT/graphs; resumable.")
     stage2_model_arguments(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for features.csv and graphs/")
+    parts_arguments(p, "training cases (each part a job; the last to finish writes features.csv)")
     device_argument(p)
     p.set_defaults(func=_features)
 

@@ -21,6 +21,7 @@ from nnunet_aneurysm.inference.stage2 import Stage2Model
 from nnunet_aneurysm.inference.stage2_settings import stage2_roi_settings
 from nnunet_aneurysm.labels import SUBMISSION_COLUMNS
 from nnunet_aneurysm.metadata import MetadataTable
+from nnunet_aneurysm.parts import part_of
 from nnunet_aneurysm.postprocessing.features import fold_row, save_graph, series_graph, vessel_volume_mm3
 from nnunet_aneurysm.stages import ARTERY_CHANNEL, channel_file
 
@@ -32,17 +33,20 @@ def read_roi_case(raw: Path, case: str) -> tuple[list[np.ndarray], Geometry]:
 
 
 def out_of_fold_features(raw: Path, stage2_dir: Path, out: Path, device: str = "cpu",
-                         progress: bool = True) -> pd.DataFrame:
+                         progress: bool = True, num_parts: int = 1, part_id: int = 0) -> pd.DataFrame | None:
     """The out-of-fold table of a stage-2 ROI dataset's training series (without GAT columns: those need
-    the per-fold GATs, trained on these graphs). Resumable: each case's row is kept in ``out/rows``."""
+    the per-fold GATs, trained on these graphs). Resumable: each case's row is kept in ``out/rows``.
+    ``num_parts``/``part_id``: this job does cases part_id, part_id + num_parts, ... (``parts.py``); None until
+    every part's rows are there."""
     metadata_table = pd.read_csv(raw / "metadata.csv", dtype={"case_id": str})
     threshold = stage2_roi_settings(stage2_dir, raw).vessel_threshold  # the one the ROIs were cut at
     vectors = MetadataTable.read(raw / "metadata.csv")
     (out / "rows").mkdir(parents=True, exist_ok=True)
     folds = sorted(metadata_table["fold"].unique())
-    bar = tqdm(total=len(metadata_table), desc="out-of-fold features", unit="case", disable=not progress)
+    mine = set(part_of(sorted(metadata_table["case_id"]), num_parts, part_id))
+    bar = tqdm(total=len(mine), desc="out-of-fold features", unit="case", disable=not progress)
     for fold in folds:
-        cases = metadata_table.loc[metadata_table["fold"] == fold, "case_id"].tolist()
+        cases = [c for c in metadata_table.loc[metadata_table["fold"] == fold, "case_id"] if c in mine]
         todo = [c for c in cases if not (out / "rows" / f"{c}.json").is_file()]
         bar.update(len(cases) - len(todo))
         if not todo:
@@ -63,5 +67,7 @@ def out_of_fold_features(raw: Path, stage2_dir: Path, out: Path, device: str = "
             (out / "rows" / f"{case}.json").write_text(json.dumps(row))
             bar.update()
     bar.close()
+    if not all((out / "rows" / f"{c}.json").is_file() for c in metadata_table["case_id"]):
+        return None  # other parts still have rows to write
     rows = [json.loads((out / "rows" / f"{c}.json").read_text()) for c in metadata_table["case_id"]]
     return pd.DataFrame(rows).merge(metadata_table[["case_id", *SUBMISSION_COLUMNS]], on="case_id")

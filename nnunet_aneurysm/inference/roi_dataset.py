@@ -39,6 +39,7 @@ from nnunet_aneurysm.inference.stage2_settings import settings_entry
 from nnunet_aneurysm.inference.vessel_threshold import OperatingPoint, VesselCounts
 from nnunet_aneurysm.metadata import MetadataTable
 from nnunet_aneurysm.nnunet_env import trained_folds
+from nnunet_aneurysm.parts import part_of
 from nnunet_aneurysm.roi import Roi, RoiSettings, find_roi, grid_centre, resample_to_roi
 from nnunet_aneurysm.stages import (
     ARTERY_CHANNEL,
@@ -145,10 +146,14 @@ def choose_operating_point(src: Path, vessel_labels: Path, stage1_dir: Path, gro
 def build_roi_dataset(raw: Path, aneurysms_dataset: str, output_dataset: str, stage1_dir: Path,
                       device: str = "cpu", settings: RoiSettings = RoiSettings(),
                       sphere_radius_mm: float = SPHERE_RADIUS_MM, progress: bool = True,
-                      choose_threshold: bool = True) -> Path:
-    """Write ``output_dataset`` under ``raw``; returns its folder. ``choose_threshold``: stage 1's vessel
-    threshold is chosen out-of-fold (on the vessel dataset of ``stage1_dir``, written to
-    ``vessel_operating_point.json``) instead of ``settings.vessel_threshold``."""
+                      choose_threshold: bool = True, num_parts: int = 1, part_id: int = 0,
+                      operating_point_only: bool = False) -> Path | None:
+    """Write ``output_dataset`` under ``raw``; returns its folder, or None while other parts still have cases
+    to write. ``choose_threshold``: stage 1's vessel threshold is chosen out-of-fold (on the vessel dataset of
+    ``stage1_dir``, written to ``vessel_operating_point.json``) instead of ``settings.vessel_threshold``.
+    ``num_parts``/``part_id``: this job writes cases part_id, part_id + num_parts, ... (``parts.py``); the
+    operating point must be chosen before (``operating_point_only``), and the last part to finish completes
+    the dataset (roi.csv, dataset.json)."""
     src, dst = raw / aneurysms_dataset, raw / output_dataset
     metadata = pd.read_csv(src / "metadata.csv", dtype={"case_id": str})
     localizers = read_localizers(src)
@@ -165,6 +170,10 @@ def build_roi_dataset(raw: Path, aneurysms_dataset: str, output_dataset: str, st
     vectors = MetadataTable.read(src / "metadata.csv")
     if choose_threshold:
         point = OperatingPoint.read(dst)
+        if point is None and num_parts > 1 and not operating_point_only:
+            raise FileNotFoundError(f"no {dst / 'vessel_operating_point.json'}: with -num_parts, choose stage 1's "
+                                    f"operating point once first (roi-dataset ... --operating-point-only) or pass "
+                                    f"--vessel-threshold")
         if point is None:
             vessel_labels = raw / stage1_dir.parent.name / "labelsTr"  # results/<vessel dataset>/<model>/
             point = choose_operating_point(src, vessel_labels, stage1_dir, groups,
@@ -175,10 +184,14 @@ def build_roi_dataset(raw: Path, aneurysms_dataset: str, output_dataset: str, st
             print(f"warning: stage 1 barely separates vessels out of fold (Dice {point.chosen['dice']:.3f} at its "
                   f"best threshold): the ROIs are placed almost blind; train stage 1 longer")
         settings = replace(settings, vessel_threshold=point.threshold)
-    bar = tqdm(total=len(metadata), disable=not progress, desc="stage 1 -> ROI dataset", unit="case")
+    if operating_point_only:
+        return dst
+    mine = set(part_of(sorted(metadata["case_id"]), num_parts, part_id))
+    bar = tqdm(total=len(mine), disable=not progress, desc="stage 1 -> ROI dataset", unit="case")
     for group in groups:
-        todo = [c for c in group.cases if not (dst / "labelsTr" / f"{c}{FILE_ENDING}").is_file()]
-        bar.update(len(group.cases) - len(todo))
+        cases = [c for c in group.cases if c in mine]
+        todo = [c for c in cases if not (dst / "labelsTr" / f"{c}{FILE_ENDING}").is_file()]
+        bar.update(len(cases) - len(todo))
         if not todo:
             continue
         model = Stage1Model(stage1_dir, group.folds, torch.device(device))
@@ -188,5 +201,7 @@ def build_roi_dataset(raw: Path, aneurysms_dataset: str, output_dataset: str, st
             write_roi_case(dst, case, image, scan, vessels, settings, localizers, sphere_radius_mm, group.out_of_fold)
             bar.update()
     bar.close()
+    if not all((dst / "labelsTr" / f"{c}{FILE_ENDING}").is_file() for c in metadata["case_id"]):
+        return None  # another part is still writing its cases; the last one to finish completes the dataset
     finish_roi_dataset(src, dst, metadata["case_id"], settings)
     return dst
