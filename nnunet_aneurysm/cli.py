@@ -137,6 +137,25 @@ def _stage2_raw_and_model(args) -> tuple[Path, Path]:
     return raw / dataset_name(args.stage2), model_folder(args.stage2, args.trainer, args.plans, args.configuration)
 
 
+def _vessel_roi_dataset(args: argparse.Namespace) -> int:
+    from nnunet_aneurysm.inference.vessel_roi_dataset import build_vessel_roi_dataset
+    from nnunet_aneurysm.nnunet_env import dataset_name, require_env
+    from nnunet_aneurysm.stages import dataset_name as make_name
+
+    raw = require_env("nnUNet_raw")["nnUNet_raw"]
+    roi = dataset_name(args.roi_dataset)
+    output = make_name(args.output_id, "RSNAVesselsROI")
+    try:
+        table = build_vessel_roi_dataset(raw, roi, dataset_name(args.vessels), output, args.stage1_labels)
+    except FileNotFoundError as err:
+        raise UserInputError(str(err)) from None
+    counts = table["labels"].value_counts().to_dict()
+    print(f"wrote {raw / output}: " + ", ".join(f"{n} {source}" for source, n in counts.items()))
+    print(f"Next: nnunet-aneurysm plan -d {args.output_id} --planner WaveFormerPlanner, nnUNetv2_preprocess, then "
+          f"nnUNetv2_train {args.output_id} CONFIG 0 -tr AneurysmWaveFormerVesselPretrainer -p AneurysmWaveFormerPlans")
+    return 0
+
+
 def _features(args: argparse.Namespace) -> int:
     from nnunet_aneurysm.inference.out_of_fold_features import out_of_fold_features
 
@@ -482,6 +501,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-tr", "--trainer", default=STAGE2.trainer)
         p.add_argument("-p", "--plans", default=STAGE2.plans)
         p.add_argument("-c", "--configuration", default="3d_fullres")
+
+    p = verbs.add_parser("vessel-roi-dataset", help="stage 2's ROIs labelled with their arteries, for pretraining",
+                         description="Write a raw dataset of the stage-2 ROI dataset's cases labelled with the 13 "
+                                     "arteries (ground-truth vessel labels resampled onto each ROI; with "
+                                     "--stage1-labels also stage 1's out-of-fold labels for the others), stage 1's "
+                                     "channels blank: the data of AneurysmWaveFormerVesselPretrainer.")
+    p.add_argument("--roi-dataset", required=True, help="the stage-2 ROI dataset id or name (roi-dataset's output)")
+    p.add_argument("--vessels", required=True, help="the vessel dataset id or name (convert's, with labelsTr)")
+    p.add_argument("--output-id", type=int, required=True)
+    p.add_argument("--stage1-labels", action="store_true",
+                   help="label the cases without ground truth with stage 1's out-of-fold artery labels")
+    p.set_defaults(func=_vessel_roi_dataset)
 
     p = verbs.add_parser("features", help="out-of-fold meta-features and vessel graphs of every training series",
                          description="For every series of the stage-2 (ROI) dataset, with the stage-2 fold model that "

@@ -80,7 +80,8 @@ def test_the_roi_dataset_has_stage1_channels_on_one_patient_aligned_grid(quick_d
     assert len(rois) == dataset["numTraining"] and rois["out_of_fold"].all() and set(rois["shape"]) == {"48x48x64"}
     case = rois["case_id"].iloc[0]
     images = [sitk.ReadImage(str(raw / "imagesTr" / f"{case}_{c:04d}.nii.gz")) for c in range(3)]
-    assert all(i.GetSize() == (64, 48, 48) and i.GetSpacing() == pytest.approx((1.5,) * 3) for i in images)
+    spacing = float(rois["spacing_mm"].iloc[0])  # planned from the data: the quick demo's 1.75 mm series
+    assert all(i.GetSize() == (64, 48, 48) and i.GetSpacing() == pytest.approx((spacing,) * 3) for i in images)
     assert images[0].GetDirection() == pytest.approx(np.eye(3).ravel())  # patient axes: orientation-free
     arteries = sitk.GetArrayFromImage(images[2])
     assert np.array_equal(arteries, np.round(arteries)) and arteries.min() >= 0 and arteries.max() <= 13
@@ -238,3 +239,38 @@ def test_seeded_runs_repeat_their_first_iterations(roi_env):
         logged = _checkpoint(folder / "checkpoint_final.pth")["logging"]
         losses.append((logged["train_losses"][0], logged["loss_seg"][0], logged["loss_physics"][0]))
     assert losses[0] == losses[1]
+
+
+def test_pretrained_checkpoints_fine_tune_through_stock_nnunet(roi_env):
+    """Vessel pretraining (the ROIs labelled with their ground-truth arteries) and masked pretraining run as stock
+    nnUNetv2_train; stage 2's trainer starts from each with stock -pretrained_weights (every key loaded)."""
+    from nnunet_aneurysm.inference.vessel_roi_dataset import build_vessel_roi_dataset
+
+    raw = Path(roi_env["nnUNet_raw"])
+    table = build_vessel_roi_dataset(raw, ROI_DATASET, f"Dataset{ROI_ID - 2:03d}_RSNAVessels",
+                                     "Dataset905_RSNAVesselsROI", progress=False)
+    assert (table["labels"] == "ground truth").all()
+    case = table["case_id"].iloc[0]
+    blank = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "Dataset905_RSNAVesselsROI" / "imagesTr" /
+                                                      f"{case}_0002.nii.gz")))
+    arteries = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "Dataset905_RSNAVesselsROI" / "labelsTr" /
+                                                         f"{case}.nii.gz")))
+    assert blank.max() == 0 and arteries.max() > 0  # the target is the arteries, and they are not in the input
+    run_cli(["nnunet-aneurysm", "plan", "-d", "905", "--planner", STAGE2.planner, "--cpu-epochs", "1",
+             "--cpu-iterations", "2", "--cpu-val-iterations", "1", "-np", "1"], roi_env)
+    run_cli(["nnUNetv2_preprocess", "-d", "905", "-plans_name", STAGE2.plans, "-c", "3d_fullres", "-np", "1"], roi_env)
+    run_cli(["nnUNetv2_train", "905", CPU_CONFIGURATION, "0", "-tr", "AneurysmWaveFormerVesselPretrainer", "-p",
+             STAGE2.plans, "-device", "cpu"], roi_env)
+    vessel = _results(roi_env, "Dataset905_RSNAVesselsROI", "AneurysmWaveFormerVesselPretrainer", STAGE2.plans)
+    summary = json.loads((vessel / "fold_0" / "validation" / "summary.json").read_text())
+    assert 0.0 <= summary["foreground_mean"]["Dice"] <= 1.0  # artery Dice on the fold's held-out ROI crops
+    _train(roi_env, "AneurysmWaveFormerMaskedPretrainer", "0")
+    masked = _results(roi_env, ROI_DATASET, "AneurysmWaveFormerMaskedPretrainer", STAGE2.plans)
+    weights = _checkpoint(masked / "fold_0" / "checkpoint_final.pth")["network_weights"]
+    assert any(k.startswith("masked_pretraining.") for k in weights)
+    _add_configuration(roi_env, "3d_cpu_finetune")
+    for checkpoint in (vessel, masked):
+        proc = run_cli(["nnUNetv2_train", str(ROI_ID), "3d_cpu_finetune", "1", "-tr", STAGE2.trainer, "-p",
+                        STAGE2.plans, "-device", "cpu", "-pretrained_weights",
+                        str(checkpoint / "fold_0" / "checkpoint_final.pth")], roi_env)
+        assert "Loading pretrained weights" in proc.stdout

@@ -213,7 +213,10 @@ class WaveFormer(nn.Module):
         masks = F.adaptive_max_pool3d(masks, shape)
         return dilate(masks, self.territory_margin)
 
-    def forward(self, x: torch.Tensor, metadata: torch.Tensor | None = None, return_aux: bool = False):
+    def encode(self, x: torch.Tensor, metadata: torch.Tensor | None = None
+               ) -> tuple[list[torch.Tensor], list, torch.Tensor | None]:
+        """The encoder: skips (stem, then each FiLM-ed stage, highest resolution first), the Haar high bands of
+        each down-step (for the decoder) and the artery labels (None without an artery channel)."""
         stem_input, labels = self._stem_input(x)
         if self.films is not None and metadata is None:  # stock nnU-Net prediction passes none: the unknown vector
             metadata = x.new_zeros(x.shape[0], self.films[0].mlp[0].in_features)
@@ -223,6 +226,10 @@ class WaveFormer(nn.Module):
             h = stage(h)
             skips.append(self.films[i](h, metadata.to(h.dtype)) if self.films is not None else h)
             highs.append(hs)
+        return skips, highs, labels
+
+    def forward(self, x: torch.Tensor, metadata: torch.Tensor | None = None, return_aux: bool = False):
+        skips, highs, labels = self.encode(x, metadata)
         outputs, features = self.decoder(skips, highs)
         seg = outputs if self.decoder.deep_supervision else outputs[0]
         if not return_aux:

@@ -1,0 +1,144 @@
+"""Masked-volume pretraining of WaveFormer: SparK (Tian et al., ICLR 2023) for our hierarchical backbone.
+
+A seeded share of the ROI's blocks (``block`` voxels a side, the backbone's total stride, so every block is one
+bottleneck voxel and the encoder's Haar steps never mix a masked block with a visible one) is hidden, and the
+network learns to fill in the hidden image from what it sees:
+
+* dense masking at the input: hidden voxels take a learnt token (one value per input channel);
+* sparse encoder: after EVERY convolution of the encoder (the stem, each down-step's mix, each Mix-FFN's
+  depthwise conv) the hidden positions are set back to zero, and every GroupNorm of the encoder takes its
+  statistics over the visible voxels only and leaves the hidden ones at zero - so nothing but the visible
+  voxels shapes the encoder's output (nnssl's SparK leaves the stem's input unmasked and stages coarser than
+  /16 unmasked; here the stem is masked and the block is the total stride);
+* densify: before the decoder, each level's hidden positions take a learnt token of that level's width
+  (SparK's mask tokens), and the decoder, unmasked, fills them in;
+* the loss is the squared error of a reconstruction head on the HIDDEN voxels of the image channel only.
+
+Everything added (tokens, reconstruction head) has names of its own, so the pretrained checkpoint holds every
+key of the plain network with the same shape: nnU-Net's ``-pretrained_weights`` loads it (extra keys ignored).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from nnunet_aneurysm.networks.fast_conv import PointwiseConv3d
+from nnunet_aneurysm.networks.waveformer import WaveFormer
+
+
+def block_visibility(batch: int, shape: Sequence[int], block: int, mask_ratio: float,
+                     generator: torch.Generator) -> torch.Tensor:
+    """[B, 1, *shape] float, 1 visible and 0 hidden: ``mask_ratio`` of each sample's ``block``-sided blocks hidden,
+    drawn from ``generator`` (the same seed, the same masks)."""
+    grid = [math.ceil(s / block) for s in shape]
+    cells = math.prod(grid)
+    hidden = min(cells - 1, max(1, round(mask_ratio * cells)))
+    order = torch.stack([torch.randperm(cells, generator=generator) for _ in range(batch)])
+    visible = (order >= hidden).float().reshape(batch, 1, *grid)
+    for axis, size in enumerate(shape):
+        visible = visible.repeat_interleave(block, dim=2 + axis).narrow(2 + axis, 0, size)
+    return visible
+
+
+def visibility_at(visible: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
+    """The visibility mask on a feature map of ``spatial`` size (blocks aligned: each cell wholly one or the other)."""
+    if tuple(visible.shape[2:]) == tuple(spatial):
+        return visible
+    return (F.adaptive_avg_pool3d(visible, tuple(spatial)) > 0.5).to(visible.dtype)
+
+
+def _visible_group_norm(norm: nn.GroupNorm, x: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """GroupNorm with each group's mean and variance over the visible voxels only; hidden voxels stay 0."""
+    b, c = x.shape[:2]
+    mask = visibility_at(visible, x.shape[2:])
+    groups = x.reshape(b, norm.num_groups, c // norm.num_groups, -1)
+    m = mask.reshape(b, 1, 1, -1)
+    count = (m.sum(-1, keepdim=True) * groups.shape[2]).clamp_min(1.0)
+    mean = (groups * m).sum((2, 3), keepdim=True) / count
+    var = (((groups - mean) * m) ** 2).sum((2, 3), keepdim=True) / count
+    out = ((groups - mean) / torch.sqrt(var + norm.eps)).reshape_as(x)
+    if norm.affine:
+        out = out * norm.weight.view(1, c, *([1] * (x.dim() - 2))) + norm.bias.view(1, c, *([1] * (x.dim() - 2)))
+    return out * mask
+
+
+@contextmanager
+def sparse_encoder(modules: Sequence[nn.Module], visible: torch.Tensor):
+    """Within the block, every convolution in ``modules`` has its hidden outputs set to zero and every GroupNorm
+    takes visible-only statistics (``visible`` [B, 1, *shape] at the input's resolution)."""
+    hooks, patched = [], []
+    for root in modules:
+        for module in root.modules():
+            if isinstance(module, nn.Conv3d):  # PointwiseConv3d and DepthwiseConv3d are Conv3d too
+                hooks.append(module.register_forward_hook(
+                    lambda _m, _i, out: out * visibility_at(visible, out.shape[2:])))
+            elif isinstance(module, nn.GroupNorm):
+                patched.append(module)
+                module.forward = (lambda x, norm=module: _visible_group_norm(norm, x, visible))
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for module in patched:
+            del module.forward  # back to the class's forward
+
+
+class MaskedPretrainingParts(nn.Module):
+    """What masked pretraining adds to a WaveFormer: the input token, one token per encoder level, the
+    reconstruction head. Kept as ``masked_pretraining.*`` keys, which the plain network does not have."""
+
+    def __init__(self, input_channels: int, dims: Sequence[int]):
+        super().__init__()
+        self.input_token = nn.Parameter(torch.zeros(input_channels))
+        self.level_tokens = nn.ParameterList(nn.Parameter(torch.zeros(d)) for d in dims)
+        self.reconstruction = PointwiseConv3d(dims[0], 1)
+
+
+def masked_reconstruction_loss(reconstruction: torch.Tensor, image: torch.Tensor, visible: torch.Tensor
+                               ) -> torch.Tensor:
+    """Mean squared error over the HIDDEN voxels only ([B, 1, ...] each; visible voxels count for nothing)."""
+    hidden = 1.0 - visible
+    return (((reconstruction - image) ** 2) * hidden).sum() / hidden.sum().clamp_min(1.0)
+
+
+class MaskedWaveFormer(WaveFormer):
+    """WaveFormer with the parts masked pretraining needs (``masked_pretraining``); ``forward`` is WaveFormer's,
+    :meth:`reconstruct` the pretraining pass."""
+
+    def __init__(self, input_channels: int = 1, num_classes: int = 14, deep_supervision: bool = False, **kwargs):
+        super().__init__(input_channels, num_classes, deep_supervision, **kwargs)
+        dims = [self.stem[0].out_channels, *[down.mix[0].out_channels for down in self.downs]]
+        self.masked_pretraining = MaskedPretrainingParts(input_channels, dims)
+
+    def forward(self, x: torch.Tensor, metadata: torch.Tensor | None = None, return_aux: bool = False,
+                visible: torch.Tensor | None = None):
+        """WaveFormer's forward; with ``visible``, the pretraining pass (under DDP it must go through forward)."""
+        if visible is not None:
+            return self.reconstruct(x, visible, metadata)
+        return super().forward(x, metadata, return_aux)
+
+    def encoder_modules(self) -> list[nn.Module]:
+        """The encoder's modules whose convolutions and norms are made sparse (AKOrN's region grid is not)."""
+        return [self.stem, *self.downs, *[block.mlp for stage in self.stages for block in stage]]
+
+    def reconstruct(self, x: torch.Tensor, visible: torch.Tensor, metadata: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """[B, 1, *shape]: the image channel as the network fills it in from the ``visible`` voxels."""
+        parts = self.masked_pretraining
+        token = parts.input_token.view(1, -1, *([1] * (x.dim() - 2))).to(x.dtype)
+        x = x * visible + token * (1 - visible)
+        with sparse_encoder(self.encoder_modules(), visible):
+            skips, highs, _ = self.encode(x, metadata)
+        dense = []
+        for skip, level_token in zip(skips, parts.level_tokens):
+            v = visibility_at(visible, skip.shape[2:])
+            dense.append(skip * v + level_token.view(1, -1, 1, 1, 1).to(skip.dtype) * (1 - v))
+        _, features = self.decoder(dense, highs)
+        return parts.reconstruction(features[0])
