@@ -92,10 +92,10 @@ def _roi_dataset(args: argparse.Namespace) -> int:
     aneurysms = dataset_name(args.aneurysms)
     model_dir = model_folder(args.vessels, args.trainer, args.plans, args.configuration)
     threshold = args.vessel_threshold if fixed else RoiSettings.vessel_threshold
-    settings = RoiSettings(tuple(args.size_mm), args.spacing_mm, threshold) if args.spacing_mm is not None \
-        else planned_roi(raw / aneurysms, tuple(args.size_mm), args.roi_max_voxels, _device(args), args.vram_gb)
-    settings = replace(settings, vessel_threshold=threshold)
     try:
+        settings = RoiSettings(tuple(args.size_mm), args.spacing_mm, threshold) if args.spacing_mm is not None \
+            else planned_roi(raw / aneurysms, tuple(args.size_mm), args.roi_max_voxels, _device(args), args.vram_gb)
+        settings = replace(settings, vessel_threshold=threshold)
         folder = build_roi_dataset(raw, aneurysms, stage2_dataset_name(args.output_id, aneurysms), model_dir,
                                    _device(args), settings, choose_threshold=not fixed, num_parts=args.num_parts,
                                    part_id=args.part_id, operating_point_only=args.operating_point_only)

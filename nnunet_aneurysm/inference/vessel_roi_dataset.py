@@ -55,7 +55,8 @@ def build_vessel_roi_dataset(raw: Path, roi_dataset: str, vessels_dataset: str, 
     table = pd.DataFrame(rows)
     kept = set(table.loc[~table["labels"].str.startswith("none"), "case_id"])
     if not kept:
-        raise FileNotFoundError(f"no case of {src} has vessel labels in {vessels / 'labelsTr'}: pass stage1_labels")
+        raise FileNotFoundError(f"no case of {src} has vessel labels in {vessels / 'labelsTr'}: pass --stage1-labels "
+                                f"to label them with stage 1's out-of-fold arteries")
     dataset_json = json.loads((src / "dataset.json").read_text())
     dataset_json.update(numTraining=len(kept), name="stage-2 ROIs labelled with their arteries (vessel pretraining)")
     (dst / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
