@@ -96,17 +96,21 @@ def call_threshold(oof: pd.DataFrame) -> float:
 
 
 def auroc_with_interval(target: np.ndarray, values: np.ndarray, bootstrap: int = 1000, seed: int = 0) -> dict:
-    """AUROC of ``values`` for a 0/1 ``target``, its bootstrap 95 % interval and a verdict against 0.5."""
+    """AUROC of ``values`` for a 0/1 ``target`` (one entry per series), its bootstrap 95 % interval over series
+    and a verdict against 0.5."""
     usable = np.isfinite(values)
     target, values = target[usable], values[usable]
+    undefined = {"auroc": None, "low": None, "high": None, "n": int(len(target)), "verdict": "undefined"}
     if len(np.unique(target)) < 2:
-        return {"auroc": None, "low": None, "high": None, "n": int(len(target)), "verdict": "undefined"}
+        return undefined
     rng = np.random.default_rng(seed)
     samples = []
     for _ in range(bootstrap):
         index = rng.integers(0, len(target), len(target))
         if len(np.unique(target[index])) == 2:
             samples.append(roc_auc_score(target[index], values[index]))
+    if not samples:
+        return {**undefined, "auroc": float(roc_auc_score(target, values))}
     low, high = (float(np.percentile(samples, q)) for q in (2.5, 97.5))
     verdict = "informative" if low > 0.5 or high < 0.5 else "no information"
     return {"auroc": float(roc_auc_score(target, values)), "low": low, "high": high, "n": int(len(target)),
@@ -115,20 +119,23 @@ def auroc_with_interval(target: np.ndarray, values: np.ndarray, bootstrap: int =
 
 def confidence_aurocs(oof: pd.DataFrame, heldout_features: pd.DataFrame, labels: pd.DataFrame,
                       bootstrap: int = 1000) -> dict:
-    """Per read-out (each fold model's row of each held-out series; read-outs relative to their fold model's
-    out-of-fold scale): AUROC for the heads' correct vs wrong 'Aneurysm Present' calls at the out-of-fold
-    threshold, and for aneurysm vs none, each with interval and verdict."""
+    """Per read-out, per held-out SERIES (the fold models' rows averaged: the heads' probability, and each
+    read-out relative to its fold model's out-of-fold scale): AUROC for the heads' correct vs wrong 'Aneurysm
+    Present' calls at the out-of-fold threshold, and for aneurysm vs none, each with interval and verdict.
+    Resampling fold rows instead would count each series once per fold model and narrow the intervals."""
     threshold = call_threshold(oof)
     present = f"head_{len(SUBMISSION_COLUMNS) - 1}"
-    merged = heldout_features.merge(labels[[ID_COLUMN, PRESENT_COLUMN]], on=ID_COLUMN)
-    relative = fold_relative(merged, fold_statistics(oof, READOUTS))
+    relative = fold_relative(heldout_features, fold_statistics(oof, READOUTS))
+    columns = [present, *[c for c in READOUTS if c in relative]]
+    series = relative.groupby(ID_COLUMN, as_index=False)[columns].mean()
+    merged = series.merge(labels[[ID_COLUMN, PRESENT_COLUMN]], on=ID_COLUMN)
     called = (merged[present].to_numpy(float) >= threshold).astype(int)
     truth = merged[PRESENT_COLUMN].to_numpy(int)
     correct = (called == truth).astype(int)
     out = {"threshold": threshold, "threshold_from": "out-of-fold table (balanced accuracy)",
            "calls": int(len(merged)), "wrong_calls": int((1 - correct).sum())}
     for name in READOUTS:
-        values = relative[name].to_numpy(float) if name in relative else np.full(len(merged), np.nan)
+        values = merged[name].to_numpy(float) if name in merged else np.full(len(merged), np.nan)
         out[name] = {"correct_vs_wrong": auroc_with_interval(correct, values, bootstrap),
                      "aneurysm_vs_none": auroc_with_interval(truth, values, bootstrap)}
     return out
