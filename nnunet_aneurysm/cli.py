@@ -93,9 +93,9 @@ def _roi_dataset(args: argparse.Namespace) -> int:
     model_dir = model_folder(args.vessels, args.trainer, args.plans, args.configuration)
     threshold = args.vessel_threshold if fixed else RoiSettings.vessel_threshold
     try:
-        settings = RoiSettings(tuple(args.size_mm), args.spacing_mm, threshold) if args.spacing_mm is not None \
-            else planned_roi(raw / aneurysms, tuple(args.size_mm), args.roi_max_voxels, _device(args), args.vram_gb)
-        settings = replace(settings, vessel_threshold=threshold)
+        settings = replace(roi_settings_for(args, raw / aneurysms, raw / stage2_dataset_name(args.output_id,
+                                                                                              aneurysms)),
+                           vessel_threshold=threshold)
         folder = build_roi_dataset(raw, aneurysms, stage2_dataset_name(args.output_id, aneurysms), model_dir,
                                    _device(args), settings, choose_threshold=not fixed, num_parts=args.num_parts,
                                    part_id=args.part_id, operating_point_only=args.operating_point_only)
@@ -106,6 +106,27 @@ def _roi_dataset(args: argparse.Namespace) -> int:
         return 0
     print(f"wrote {folder}" + (" (stage 1's operating point only)" if args.operating_point_only else ""))
     return 0
+
+
+def roi_settings_for(args: argparse.Namespace, src: Path, dst: Path):
+    """The ROI grid of the stage-2 dataset ``dst``: the one it was started with (roi_settings.json), so that
+    every part and every resume writes the same grid whatever machine it runs on; for a new dataset the
+    grid asked for (--spacing-mm) or planned, saved before the first case."""
+    from nnunet_aneurysm.roi import ROI_SETTINGS_FILE, RoiSettings
+
+    saved = RoiSettings.read(dst)
+    asked = RoiSettings(tuple(args.size_mm), args.spacing_mm) if args.spacing_mm is not None else None
+    if saved is not None:
+        if asked is not None and (asked.size_mm, asked.spacing_mm) != (saved.size_mm, saved.spacing_mm):
+            raise UserInputError(f"{dst.name} was started with ROIs of {saved.spacing_mm:g} mm and "
+                                 f"{' x '.join(f'{s:g}' for s in saved.size_mm)} mm ({dst / ROI_SETTINGS_FILE}); "
+                                 f"use the same or another --output-id")
+        print(f"ROI grid from {dst / ROI_SETTINGS_FILE}: {saved.spacing_mm:g} mm, "
+              f"{' x '.join(map(str, saved.shape))} voxels")
+        return saved
+    settings = asked or planned_roi(src, tuple(args.size_mm), args.roi_max_voxels, _device(args), args.vram_gb)
+    settings.save(dst)
+    return settings
 
 
 def planned_roi(dataset: Path, size_mm: tuple[float, float, float], max_voxels: int | None, device: str,
@@ -119,7 +140,7 @@ def planned_roi(dataset: Path, size_mm: tuple[float, float, float], max_voxels: 
     if max_voxels is None:
         from nnunet_aneurysm.planners.waveformer import roi_voxel_budget
 
-        max_voxels = CPU_ROI_VOXELS if device == "cpu" else roi_voxel_budget(vram_gb)
+        max_voxels = CPU_ROI_VOXELS if device == "cpu" else roi_voxel_budget(vram_gb, size_mm)
     spacings = training_spacings(dataset)
     settings = plan_roi_settings(spacings, max_voxels, size_mm=size_mm)
     print(f"ROI planned: {settings.spacing_mm:g} mm, {' x '.join(map(str, settings.shape))} voxels "
@@ -482,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ROI extent along S-I, A-P, L-R in mm (default %(default)s)")
     p.add_argument("--spacing-mm", type=float, default=None,
                    help="ROI voxel size in mm (default: planned from the training series' spacing and the memory "
-                        "budget, as nnU-Net plans its spacing: 1.5 on the demo's 1.3 mm data)")
+                        "budget, as nnU-Net plans its spacing: 1.5 on the demo's 1.3 mm data). The first run saves the grid "
+                        "in the dataset's roi_settings.json; every part and resume then uses it")
     p.add_argument("--roi-max-voxels", type=int, default=None,
                    help="memory budget of the planned ROI in voxels (default: the demo's 48 x 48 x 64 on the CPU; "
                         "on a GPU what the full stage-2 network trains in --vram-gb at batch 2)")

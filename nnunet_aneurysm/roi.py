@@ -22,8 +22,10 @@ voxel maps to patient coordinates (mm) and to the scan's voxels.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -42,6 +44,23 @@ class RoiSettings:
         return tuple(int(round(s / self.spacing_mm)) for s in self.size_mm)
 
 
+    def save(self, folder: Path) -> None:
+        """Write the ROI grid to ``folder/roi_settings.json`` (the threshold lives in vessel_operating_point.json)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ROI_SETTINGS_FILE).write_text(json.dumps({"size_mm": list(self.size_mm),
+                                                            "spacing_mm": self.spacing_mm}, indent=2))
+
+    @staticmethod
+    def read(folder: Path) -> "RoiSettings | None":
+        """The ROI grid a dataset was started with, or None for a new dataset."""
+        file = folder / ROI_SETTINGS_FILE
+        if not file.is_file():
+            return None
+        saved = json.loads(file.read_text())
+        return RoiSettings(tuple(float(s) for s in saved["size_mm"]), float(saved["spacing_mm"]))
+
+
+ROI_SETTINGS_FILE = "roi_settings.json"  # in stage 2's raw dataset: every part and every resume uses this grid
 CPU_ROI_VOXELS = 48 * 48 * 64  # the demo's ROI: what stage 2 trains in its budget on 2 CPU cores
 
 

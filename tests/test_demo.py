@@ -55,7 +55,7 @@ def test_report_files_exist(quick_demo):
         assert (report / "images" / name).stat().st_size > 0 and f"images/{name}" in page
     assert "Do the modules earn their cost?" in page and (report / "ablation.csv").is_file()
     ablation = pd.read_csv(report / "ablation.csv")
-    assert ablation["variant"].tolist()[:2] == ["stage-2 head alone", "stacker (all features)"]
+    assert ablation["variant"].tolist()[:2] == ["stage-2 heads alone", "stacker (all features)"]
     assert {"stacker without akorn", "stacker without pinn", "stacker without gat",
             "stacker without metadata"} <= set(ablation["variant"])
     assert "Training curves" in page and any((report / "images").glob("*progress.png"))

@@ -33,5 +33,8 @@ def test_roi_dataset_and_features_in_two_parts_equal_one_job(quick_demo, tmp_pat
     run_cli([*features, "-num_parts", "2", "-part_id", "0"], env)
     ours = pd.read_csv(tmp_path / "features.csv", dtype={"case_id": str}).sort_values("case_id")
     demo = pd.read_csv(quick_demo / "postprocessing" / "features.csv", dtype={"case_id": str}).sort_values("case_id")
-    pd.testing.assert_frame_equal(ours.reset_index(drop=True), demo.reset_index(drop=True), check_exact=False,
-                                  rtol=1e-4)
+    # the GAT columns stay empty until train-gat fills them in (the demo's table has been through it)
+    gat = [c for c in ours if c.startswith("gat_")]
+    assert gat and ours[gat].isna().all().all() and demo[gat].notna().all().all()
+    pd.testing.assert_frame_equal(ours.drop(columns=gat).reset_index(drop=True),
+                                  demo.drop(columns=gat).reset_index(drop=True), check_exact=False, rtol=1e-4)

@@ -142,3 +142,23 @@ def test_the_roi_grid_is_planned_from_the_data_and_the_memory_budget():
                                                                                         RoiSettings().size_mm))
     fine = plan_roi_settings([0.3], 10**9)  # no memory limit: the data's own spacing
     assert fine.spacing_mm == 0.3
+
+
+def test_every_part_and_resume_uses_the_grid_the_dataset_was_started_with(tmp_path):
+    """A dataset's ROI grid is saved before its first case; a later part (on a GPU machine, say) reads it instead
+    of planning again, and a different grid asked for is a one-line error, so no dataset mixes two grids."""
+    import argparse
+
+    from nnunet_aneurysm.cli import UserInputError, roi_settings_for
+
+    def args(spacing, device):
+        return argparse.Namespace(size_mm=[72.0, 72.0, 96.0], spacing_mm=spacing, roi_max_voxels=None,
+                                  device=device, vram_gb=16.0)
+
+    dst = tmp_path / "Dataset103_ROI"
+    first = roi_settings_for(args(1.5, "cpu"), tmp_path / "src_never_read", dst)
+    assert (dst / "roi_settings.json").is_file() and first.shape == (48, 48, 64)
+    later = roi_settings_for(args(None, "cuda"), tmp_path / "src_never_read", dst)  # would plan 0.5 mm on a GPU
+    assert (later.spacing_mm, later.size_mm) == (first.spacing_mm, first.size_mm)
+    with pytest.raises(UserInputError, match="was started with ROIs of 1.5 mm"):
+        roi_settings_for(args(0.75, "cpu"), tmp_path / "src_never_read", dst)
