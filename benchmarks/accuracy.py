@@ -17,7 +17,7 @@ vs the stacker without each feature group (from the report's ablation table); ve
 above 0), "costs" (below), "undecided". ``--repeats N`` trains everything N times with training seeds
 0..N-1 on the same data; each row is then the mean and range over the repeats and a module's verdict holds
 only if every repeat gives it. Also measured on the trained models (issue 21): the AKOrN oscillators'
-spread between series, how far zeroed metadata moves the probabilities, the balancer's silenced steps,
+spread between series, how far zeroed metadata moves the probabilities, the balancer's least weight and floored steps,
 the physics loss's Navier-Stokes share and the vessel graphs' pieces at the operating point; and each
 module's seconds (per-step network cost of AKOrN, PINN, FiLM; timings of the GAT, stacker and TTA).
 
@@ -166,7 +166,7 @@ def stage1_on_heldout(workdir: Path) -> dict:
 def trained_module_readouts(workdir: Path, folder: Path, folds: int, max_series: int = 60) -> dict:
     """What the trained stage-2 models do (issue 21), on held-out ROIs: per fold model, the AKOrN final states'
     mean cosine between series and the order parameter's mean and spread; the largest and mean change of the 14
-    probabilities when the metadata are zeroed; from the training logs, silenced steps and the Navier-Stokes
+    probabilities when the metadata are zeroed; from the training logs, the least term weight, the share of steps at the balancer's floor and the Navier-Stokes
     share of the physics loss; from the out-of-fold graphs, pieces and junction share at the operating point."""
     from nnunet_aneurysm.geometry import geometry_of
     from nnunet_aneurysm.inference.stage2 import Stage2Model
@@ -206,11 +206,12 @@ def trained_module_readouts(workdir: Path, folder: Path, folds: int, max_series:
                             order_std=float(np.std(orders)))
         logged = torch.load(folder / f"fold_{fold}" / "checkpoint_final.pth", map_location="cpu",
                             weights_only=False)["logging"]
-        for key in ("silenced_fraction", "physics_navier_stokes_share", "weight_cls", "weight_physics"):
+        if "min_term_weight" in logged:  # the least weight of any term on any step (UW-SO's floor: 0.1)
+            fold_out["min_term_weight"] = float(np.nanmin(logged["min_term_weight"]))
+        for key in ("floored_fraction", "physics_navier_stokes_share", "weight_cls", "weight_physics"):
             if key in logged:
                 fold_out[f"{key}_last"] = float(logged[key][-1])
-                fold_out[f"{key}_max" if key == "silenced_fraction" else f"{key}_mean"] = \
-                    float(np.nanmax(logged[key])) if key == "silenced_fraction" else float(np.nanmean(logged[key]))
+                fold_out[f"{key}_mean"] = float(np.nanmean(logged[key]))
         out["folds"][fold] = fold_out
         del model
     out["graphs"] = graph_shapes(workdir / "postprocessing" / "graphs")

@@ -25,6 +25,7 @@ from nnunet_aneurysm.metadata import METADATA_DIM, MetadataTable
 from nnunet_aneurysm.networks.segformer3d import SegFormer3D
 from nnunet_aneurysm.networks.waveformer import WaveFormer, cpu_config
 from nnunet_aneurysm.trainers import waveformer as stage2_trainers
+from nnunet_aneurysm.trainers.distributed import sum_across_ranks
 from nnunet_aneurysm.trainers.segformer3d import AneurysmSegFormer3DTrainer
 from nnunet_aneurysm.trainers.waveformer import CLASS_LOSSES, AneurysmWaveFormerAUCMTrainer, AneurysmWaveFormerTrainer
 
@@ -120,6 +121,8 @@ def _worker(rank: int, store: str, results: dict) -> None:
                      "target": [target[..., ::round(1 / s), ::round(1 / s), ::round(1 / s)] for s in scales]}
             trainer.train_step(batch)
         results[f"AneurysmSegFormer3DTrainer:{rank}"] = _same_on_every_rank(_flat(plain.parameters()))
+        counted = sum_across_ranks(torch.tensor([rank + 1.0, 10.0 * rank], dtype=torch.float64))  # per-rank voxels
+        results[f"sum_across_ranks:{rank}"] = counted.tolist() == [3.0, 10.0] and counted.dtype == torch.float64
     finally:
         dist.destroy_process_group()
 
@@ -131,4 +134,4 @@ def test_our_trainers_steps_run_under_ddp_and_keep_the_ranks_equal(tmp_path):
         results = manager.dict()
         mp.spawn(_worker, args=(str(tmp_path / "store"), results), nprocs=2, join=True)
         outcome = dict(results)
-    assert len(outcome) == 6 and all(outcome.values()), outcome
+    assert len(outcome) == 8 and all(outcome.values()), outcome

@@ -31,11 +31,14 @@ def average_across_ranks(tensors: Iterable[torch.Tensor | None]) -> None:
 
 
 def sum_across_ranks(values: torch.Tensor) -> torch.Tensor:
-    """The sum over the ranks (metrics counted per process: true/false positive voxels...)."""
-    if distributed():
-        values = values.clone()
-        dist.all_reduce(values)
-    return values
+    """The sum over the ranks (metrics counted per process: true/false positive voxels...), on the device the
+    process group's backend needs (NCCL reduces CUDA tensors only), returned where ``values`` was."""
+    if not distributed():
+        return values
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else values.device
+    reduced = values.to(device, copy=True)
+    dist.all_reduce(reduced)
+    return reduced.to(values.device)
 
 
 def zero_term(module: torch.nn.Module) -> torch.Tensor:

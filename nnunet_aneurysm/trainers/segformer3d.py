@@ -123,10 +123,12 @@ class AneurysmSegFormer3DTrainer(AneurysmTrainerBase):
         self.logger.log("metadata_missing", float(self.metadata.take_missing()), self.current_epoch)
 
     def on_validation_epoch_end(self, val_outputs):
-        union = sum_across_ranks(torch.from_numpy(np.sum([o["union"] for o in val_outputs], axis=0))).numpy()
-        super().on_validation_epoch_end(val_outputs)
         out = collate_outputs(val_outputs)
-        tp, fp, fn = (np.sum(out[k], 0) for k in ("tp_hard", "fp_hard", "fn_hard"))
+        local = np.concatenate([np.sum([o["union"] for o in val_outputs], axis=0),
+                                [np.sum(out[k]) for k in ("tp_hard", "fp_hard", "fn_hard")]])
+        counts = sum_across_ranks(torch.from_numpy(local)).numpy()  # every rank's voxels, not rank 0's
+        super().on_validation_epoch_end(val_outputs)
+        union, (tp, fp, fn) = counts[:3], counts[3:]
         metrics = {"union_recall": union[0] / max(union[0] + union[2], 1),
                    "union_dice": 2 * union[0] / max(2 * union[0] + union[1] + union[2], 1),
                    "vessel_recall": tp.sum() / max(tp.sum() + fn.sum(), 1),

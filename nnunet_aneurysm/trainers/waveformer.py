@@ -93,9 +93,8 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
     adamw_lr = 2e-3
     label_input_channels = (ARTERY_CHANNEL,)
     extra_metrics = ("loss_seg", "loss_cls", "loss_physics", "weight_seg", "weight_cls", "weight_physics",
-                     "silenced_fraction", "order_parameter", "physics_skipped", "physics_navier_stokes_share",
-                     "metadata_missing")
-    silenced_weight = 0.05  # a term weighted below this on a step counts as silenced (silenced_fraction)
+                     "min_term_weight", "floored_fraction", "order_parameter", "physics_skipped",
+                     "physics_navier_stokes_share", "metadata_missing")
     metadata_dropout = 0.2  # share of training samples that see the unknown metadata vector (``dropped_out``)
 
     @classmethod
@@ -299,7 +298,8 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
             average_across_ranks([self.class_loss.alpha_grad])
             self.class_loss.ascend()
         out = {"loss": total.detach().cpu().numpy(), "physics_skipped": float(skipped),
-               "silenced_fraction": float(any(weights[n] < self.silenced_weight for n in losses)),
+               "min_term_weight": min(weights[n] for n in losses),  # logged as the epoch's minimum
+               "floored_fraction": float(any(weights[n] <= 1.01 * self.balancer_floor() for n in losses)),
                "physics_navier_stokes_share": self._navier_stokes_share()}
         for name in self.balancer.names:  # a skipped term: loss NaN (left out of the epoch's mean), weight 0
             out[f"loss_{name}"] = float(losses[name].detach()) if name in losses else float("nan")
@@ -319,12 +319,18 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
         equations = t["continuity"] + self._reynolds_and_momentum()[1] * t["momentum"]
         return equations / max(equations + t["no_slip"] + t["flow"], 1e-12)
 
+    def balancer_floor(self) -> float:
+        """The least weight the balancer gives a term (UW-SO's floor; 0 for a balancer without one): a step with
+        a term at it is one where the balancer would have silenced that term (floored_fraction)."""
+        return float(getattr(self.balancer, "floor", 0.0))
+
     def on_train_epoch_end(self, train_outputs):
         super().on_train_epoch_end(train_outputs)
         out = collate_outputs(train_outputs)
         out["metadata_missing"] = [self.metadata.take_missing()]  # a count per epoch, not a mean
         for key in self.extra_metrics:
-            value = float(np.nanmean(out[key])) if key in out and not np.all(np.isnan(out[key])) else float("nan")
+            reduce = np.nanmin if key == "min_term_weight" else np.nanmean
+            value = float(reduce(out[key])) if key in out and not np.all(np.isnan(out[key])) else float("nan")
             self.logger.log(key, value, self.current_epoch)
         self.print_to_log_file(", ".join(f"{k} {self.logger.get_value(k, self.current_epoch):.4g}"
                                          for k in self.extra_metrics))
