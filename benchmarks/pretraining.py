@@ -4,12 +4,15 @@ vessel-pretrained, masked-pretrained and both, each fine-tuned through stock ``n
 On a finished demo (``--workdir``, e.g. one repeat of ``benchmarks/accuracy.py``):
 
 1. vessel pretraining: ``vessel-roi-dataset`` (the stage-2 ROIs labelled with their ground-truth arteries), planned
-   with stage 2's planner (the same network, checked key by key), ``AneurysmWaveFormerVesselPretrainer`` on fold 0
-   (its validation artery Dice on the fold's other half is printed: held-out ROI crops);
-2. masked pretraining: ``AneurysmWaveFormerMaskedPretrainer`` on the stage-2 ROI dataset's images, fold 0;
-3. both: the vessel pretrainer started from the masked checkpoint;
-4. each checkpoint fine-tuned on every fold for as many epochs as keep pretraining + fine-tuning within the
-   from-scratch stage-2 seconds (measured: the pretraining's seconds, and the demo's seconds per epoch);
+   with stage 2's planner (the same network, checked key by key), ``AneurysmWaveFormerVesselPretrainer`` on EACH
+   fold of stage 2's splits (its validation artery Dice on the fold's other half is printed: held-out ROI crops);
+2. masked pretraining: ``AneurysmWaveFormerMaskedPretrainer`` on the stage-2 ROI dataset's images, each fold;
+3. both: the vessel pretrainer of fold k started from the masked checkpoint of fold k;
+4. fold k of stage 2 fine-tuned from fold k's pretrained checkpoint, which never saw fold k's validation
+   series (one checkpoint for every fold would have seen the other folds' validation series, and the
+   out-of-fold table the stacker learns from would flatter it), for as many epochs as keep all pretraining +
+   fine-tuning within the from-scratch stage-2 seconds (measured: the pretraining's seconds, and the demo's
+   seconds per epoch);
 5. the held-out ROIs the demo saved, read by each variant's fold models (flip TTA): the stage-2 heads' weighted and
    'Aneurysm Present' AUC with bootstrap intervals, and the paired interval of each variant minus from-scratch.
 
@@ -125,15 +128,17 @@ def main():
         dataset_id, configuration, trainer, start = stages[name]
         dataset = STAGE2_DATASET if dataset_id == STAGE2_ID else VESSEL_ROI_DATASET
         folder = results / dataset / f"{trainer}__{STAGE2.plans}__{configuration}"
-        if not (folder / "fold_0" / "checkpoint_final.pth").is_file():
-            if configuration != CPU_CONFIGURATION:
-                add_configuration(run, dataset, configuration, args.pretrain_epochs)
-            train(run, dataset_id, configuration, 0, trainer, checkpoints.get(start))
-        checkpoints[name] = folder / "fold_0" / "checkpoint_final.pth"
-        pretrain_seconds[name] = training_seconds(folder, 1) + pretrain_seconds.get(start, 0.0)
-        summary = folder / "fold_0" / "validation" / "summary.json"
-        if summary.is_file():
-            artery_dice[name] = json.loads(summary.read_text())["foreground_mean"]["Dice"]
+        if configuration != CPU_CONFIGURATION:
+            add_configuration(run, dataset, configuration, args.pretrain_epochs)
+        for fold in folds:  # the same splits as stage 2 (vessel-roi-dataset copies them)
+            if not (folder / f"fold_{fold}" / "checkpoint_final.pth").is_file():
+                train(run, dataset_id, configuration, fold, trainer, checkpoints[start][fold] if start else None)
+        checkpoints[name] = {fold: folder / f"fold_{fold}" / "checkpoint_final.pth" for fold in folds}
+        pretrain_seconds[name] = training_seconds(folder, len(folds)) + pretrain_seconds.get(start, 0.0)
+        summaries = [folder / f"fold_{fold}" / "validation" / "summary.json" for fold in folds]
+        if all(s.is_file() for s in summaries):
+            artery_dice[name] = float(np.mean([json.loads(s.read_text())["foreground_mean"]["Dice"]
+                                               for s in summaries]))
 
     labels = pd.read_csv(workdir / "rsna_heldout" / "train.csv", dtype={ID_COLUMN: str})
     uids = labels[ID_COLUMN].tolist()
@@ -146,7 +151,7 @@ def main():
         add_configuration(run, STAGE2_DATASET, configuration, fine_epochs)
         for fold in folds:
             if not (folder / f"fold_{fold}" / "checkpoint_final.pth").is_file():
-                train(run, STAGE2_ID, configuration, fold, STAGE2.trainer, checkpoints[name], "fine-tuning")
+                train(run, STAGE2_ID, configuration, fold, STAGE2.trainer, checkpoints[name][fold], "fine-tuning")
         budget[name] = {"pretraining_s": pretrain_seconds[name], "fine_tuning_s": training_seconds(folder, len(folds)),
                         "fine_tuning_epochs": fine_epochs}
         tables[name] = heads_submission(workdir, folder, folds, uids)

@@ -61,14 +61,15 @@ def test_the_encoder_is_sparse_after_every_convolution_and_its_norms_see_visible
     network = MaskedWaveFormer(3, 14, False, **KWARGS).eval()
     visible = block_visibility(2, SHAPE, 16, 0.5, torch.Generator().manual_seed(1))
     convolutions = [network.stem[0], network.downs[0].mix[0], network.stages[0][0].mlp.dwconv]
-    seen = []
+    seen, inputs = [], []
     with torch.no_grad(), sparse_encoder(network.encoder_modules(), visible):
         hooks = [c.register_forward_hook(lambda _m, _i, out: seen.append(out)) for c in convolutions]
+        hooks += [c.register_forward_pre_hook(lambda _m, args: inputs.append(args[0])) for c in convolutions]
         network.encode(_inputs(), METADATA)
     for hook in hooks:
         hook.remove()
-    assert len(seen) == 3  # the stem's conv, a down-step's mix, a Mix-FFN's depthwise conv: each output re-masked
-    for out in seen:
+    assert len(seen) == len(inputs) == 3  # the stem's conv, a down-step's mix, a Mix-FFN's depthwise conv
+    for out in [*seen, *inputs]:  # each sees zeros at hidden positions and writes zeros there
         hidden = visibility_at(visible, out.shape[2:]).expand_as(out) == 0
         assert hidden.any() and out[hidden].abs().max() == 0 and out[~hidden].abs().max() > 0
     norm = torch.nn.GroupNorm(2, 8)
@@ -79,6 +80,29 @@ def test_the_encoder_is_sparse_after_every_convolution_and_its_norms_see_visible
     reference = norm(x[..., :2].contiguous())  # GroupNorm of the visible half alone
     torch.testing.assert_close(ours[..., :2], reference, atol=1e-5, rtol=1e-5)
     assert ours[..., 2:].abs().max() == 0
+
+
+def test_the_encoders_visible_outputs_ignore_the_hidden_image_and_the_mask_tokens():
+    """At every level, the encoder's visible positions are the same whatever the hidden voxels hold and whatever
+    the mask tokens are: the tokens enter only where the decoder fills in."""
+    torch.manual_seed(0)
+    network = MaskedWaveFormer(3, 14, False, **KWARGS).eval()
+    visible = block_visibility(2, SHAPE, 16, 0.5, torch.Generator().manual_seed(5))
+    x = _inputs()
+    other = x + (1 - visible) * 100.0 * torch.randn_like(x)
+
+    def visible_skips(image):
+        with torch.no_grad(), sparse_encoder(network.encoder_modules(), visible):
+            skips, _, _ = network.encode(image * visible, METADATA)
+        return [s * visibility_at(visible, s.shape[2:]) for s in skips]
+
+    first = visible_skips(x)
+    with torch.no_grad():
+        for token in network.masked_pretraining.level_tokens:
+            token.add_(torch.randn_like(token))
+    for a, b in zip(first, visible_skips(other)):
+        torch.testing.assert_close(a, b)
+        assert a.abs().max() > 0
 
 
 def test_the_loss_is_taken_on_hidden_voxels_only():

@@ -4,13 +4,15 @@ A seeded share of the ROI's blocks (``block`` voxels a side, the backbone's tota
 bottleneck voxel and the encoder's Haar steps never mix a masked block with a visible one) is hidden, and the
 network learns to fill in the hidden image from what it sees:
 
-* dense masking at the input: hidden voxels take a learnt token (one value per input channel);
-* sparse encoder: after EVERY convolution of the encoder (the stem, each down-step's mix, each Mix-FFN's
-  depthwise conv) the hidden positions are set back to zero, and every GroupNorm of the encoder takes its
-  statistics over the visible voxels only and leaves the hidden ones at zero - so nothing but the visible
-  voxels shapes the encoder's output (nnssl's SparK leaves the stem's input unmasked and stages coarser than
-  /16 unmasked; here the stem is masked and the block is the total stride);
-* densify: before the decoder, each level's hidden positions take a learnt token of that level's width
+* sparse encoder (SparK's sparse convolution on a dense tensor): EVERY convolution of the encoder (the stem,
+  each down-step's mix, each Mix-FFN's depthwise conv) sees zeros at the hidden positions (its input masked
+  before it) and writes zeros there (its output masked after it), so a visible voxel beside a hidden block
+  sees only visible voxels; every GroupNorm of the encoder takes its statistics over the visible voxels only
+  and leaves the hidden ones at zero. The hidden image never reaches a visible position of any level
+  (nnssl's SparK leaves the stem's input unmasked and stages coarser than /16 unmasked; here the stem is
+  masked and the block is the total stride). The input's hidden voxels are simply zero: a learnt input
+  token would be masked away before the stem anyway;
+* densify: before the decoder, each level's hidden positions take a learnt mask token of that level's width
   (SparK's mask tokens), and the decoder, unmasked, fills them in;
 * the loss is the squared error of a reconstruction head on the HIDDEN voxels of the image channel only.
 
@@ -70,12 +72,15 @@ def _visible_group_norm(norm: nn.GroupNorm, x: torch.Tensor, visible: torch.Tens
 
 @contextmanager
 def sparse_encoder(modules: Sequence[nn.Module], visible: torch.Tensor):
-    """Within the block, every convolution in ``modules`` has its hidden outputs set to zero and every GroupNorm
-    takes visible-only statistics (``visible`` [B, 1, *shape] at the input's resolution)."""
+    """Within the block, every convolution in ``modules`` sees zeros at the hidden positions of its input and
+    has its hidden outputs set to zero, and every GroupNorm takes visible-only statistics (``visible``
+    [B, 1, *shape] at the input's resolution)."""
     hooks, patched = [], []
     for root in modules:
         for module in root.modules():
             if isinstance(module, nn.Conv3d):  # PointwiseConv3d and DepthwiseConv3d are Conv3d too
+                hooks.append(module.register_forward_pre_hook(
+                    lambda _m, args: (args[0] * visibility_at(visible, args[0].shape[2:]), *args[1:])))
                 hooks.append(module.register_forward_hook(
                     lambda _m, _i, out: out * visibility_at(visible, out.shape[2:])))
             elif isinstance(module, nn.GroupNorm):
@@ -91,12 +96,11 @@ def sparse_encoder(modules: Sequence[nn.Module], visible: torch.Tensor):
 
 
 class MaskedPretrainingParts(nn.Module):
-    """What masked pretraining adds to a WaveFormer: the input token, one token per encoder level, the
-    reconstruction head. Kept as ``masked_pretraining.*`` keys, which the plain network does not have."""
+    """What masked pretraining adds to a WaveFormer: one mask token per encoder level, the reconstruction head.
+    Kept as ``masked_pretraining.*`` keys, which the plain network does not have."""
 
-    def __init__(self, input_channels: int, dims: Sequence[int]):
+    def __init__(self, dims: Sequence[int]):
         super().__init__()
-        self.input_token = nn.Parameter(torch.zeros(input_channels))
         self.level_tokens = nn.ParameterList(nn.Parameter(torch.zeros(d)) for d in dims)
         self.reconstruction = PointwiseConv3d(dims[0], 1)
 
@@ -115,7 +119,7 @@ class MaskedWaveFormer(WaveFormer):
     def __init__(self, input_channels: int = 1, num_classes: int = 14, deep_supervision: bool = False, **kwargs):
         super().__init__(input_channels, num_classes, deep_supervision, **kwargs)
         dims = [self.stem[0].out_channels, *[down.mix[0].out_channels for down in self.downs]]
-        self.masked_pretraining = MaskedPretrainingParts(input_channels, dims)
+        self.masked_pretraining = MaskedPretrainingParts(dims)
 
     def forward(self, x: torch.Tensor, metadata: torch.Tensor | None = None, return_aux: bool = False,
                 visible: torch.Tensor | None = None):
@@ -132,8 +136,7 @@ class MaskedWaveFormer(WaveFormer):
                     ) -> torch.Tensor:
         """[B, 1, *shape]: the image channel as the network fills it in from the ``visible`` voxels."""
         parts = self.masked_pretraining
-        token = parts.input_token.view(1, -1, *([1] * (x.dim() - 2))).to(x.dtype)
-        x = x * visible + token * (1 - visible)
+        x = x * visible  # the hidden image is gone before anything sees it
         with sparse_encoder(self.encoder_modules(), visible):
             skips, highs, _ = self.encode(x, metadata)
         dense = []
