@@ -166,7 +166,8 @@ def stage1_on_heldout(workdir: Path) -> dict:
 def trained_module_readouts(workdir: Path, folder: Path, folds: int, max_series: int = 60) -> dict:
     """What the trained stage-2 models do (issue 21), on held-out ROIs: per fold model, the AKOrN final states'
     mean cosine between series and the order parameter's mean and spread; the largest and mean change of the 14
-    probabilities when the metadata are zeroed; from the training logs, the least term weight, the share of steps at the balancer's floor and the Navier-Stokes
+    probabilities when the metadata are zeroed; from the training logs, the least term weight, the share of
+    steps at the balancer's floor and the Navier-Stokes
     share of the physics loss; from the out-of-fold graphs, pieces and junction share at the operating point."""
     from nnunet_aneurysm.geometry import geometry_of
     from nnunet_aneurysm.inference.stage2 import Stage2Model

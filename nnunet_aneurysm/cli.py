@@ -503,8 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ROI extent along S-I, A-P, L-R in mm (default %(default)s)")
     p.add_argument("--spacing-mm", type=float, default=None,
                    help="ROI voxel size in mm (default: planned from the training series' spacing and the memory "
-                        "budget, as nnU-Net plans its spacing: 1.5 on the demo's 1.3 mm data). The first run saves the grid "
-                        "in the dataset's roi_settings.json; every part and resume then uses it")
+                        "budget, as nnU-Net plans its spacing: 1.5 on the demo's 1.3 mm data). The first run saves "
+                        "the grid in the dataset's roi_settings.json; every part and resume then uses it")
     p.add_argument("--roi-max-voxels", type=int, default=None,
                    help="memory budget of the planned ROI in voxels (default: the demo's 48 x 48 x 64 on the CPU; "
                         "on a GPU what the full stage-2 network trains in --vram-gb at batch 2)")

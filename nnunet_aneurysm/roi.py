@@ -51,7 +51,7 @@ class RoiSettings:
                                                             "spacing_mm": self.spacing_mm}, indent=2))
 
     @staticmethod
-    def read(folder: Path) -> "RoiSettings | None":
+    def read(folder: Path) -> RoiSettings | None:
         """The ROI grid a dataset was started with, or None for a new dataset."""
         file = folder / ROI_SETTINGS_FILE
         if not file.is_file():
