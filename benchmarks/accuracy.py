@@ -40,6 +40,7 @@ import SimpleITK as sitk
 import torch
 
 from nnunet_aneurysm.demo import STAGE2_DATASET, STAGE2_ID, DemoSettings, Runner, Schedule, model_folder, run_demo
+from nnunet_aneurysm.evaluation.ablation import heads_submission
 from nnunet_aneurysm.evaluation.metric import evaluate, paired_comparison
 from nnunet_aneurysm.labels import ID_COLUMN, PRESENT_COLUMN, SUBMISSION_COLUMNS
 from nnunet_aneurysm.stages import BASELINE_TRAINER, STAGE2
@@ -297,9 +298,13 @@ def evaluate_repeat(workdir: Path, settings: DemoSettings, bootstrap: int) -> di
     if not baseline_file.is_file():
         baseline_submission(workdir, baseline_folder, settings.folds, labels[ID_COLUMN].tolist()).to_csv(
             baseline_file, index=False)
+    features = lambda stem: pd.read_csv(workdir / f"{stem}_features.csv", dtype={ID_COLUMN: str})  # noqa: E731
     tables = {"ours": pd.read_csv(workdir / "submission.csv", dtype={ID_COLUMN: str}),
               "ours without flip TTA": pd.read_csv(no_tta, dtype={ID_COLUMN: str}),
-              "nnU-Net baseline (equal time)": pd.read_csv(baseline_file, dtype={ID_COLUMN: str})}
+              "nnU-Net baseline (equal time)": pd.read_csv(baseline_file, dtype={ID_COLUMN: str}),
+              # flip TTA judged where it acts: the heads (the stacker learnt from TTA features only)
+              "stage-2 heads": heads_submission(features("submission")),
+              "stage-2 heads without flip TTA": heads_submission(features("submission_no_tta"))}
     scores = {}
     for name, table in tables.items():
         result = evaluate(labels, table, bootstrap=bootstrap)
@@ -307,8 +312,10 @@ def evaluate_repeat(workdir: Path, settings: DemoSettings, bootstrap: int) -> di
                         "present_auc": result.aucs[PRESENT_COLUMN], "present_ci": result.intervals.get(PRESENT_COLUMN)}
     paired = {}
     for name, other in (("ours - nnU-Net baseline", "nnU-Net baseline (equal time)"),
-                        ("flip TTA (ours - ours without it)", "ours without flip TTA")):
-        comparison = paired_comparison(labels, tables["ours"], tables[other], bootstrap)
+                        ("flip TTA on the stage-2 heads (with - without)", "stage-2 heads without flip TTA"),
+                        ("flip TTA through the stacker (with - without)", "ours without flip TTA")):
+        mine = tables["stage-2 heads"] if "heads" in name else tables["ours"]
+        comparison = paired_comparison(labels, mine, tables[other], bootstrap)
         paired[name] = {key: {"difference": d.difference, "low": d.low, "high": d.high, "verdict": d.verdict}
                         for key, d in comparison.items()}
     log = lambda stem: pd.read_csv(workdir / f"{stem}_log.csv")  # noqa: E731

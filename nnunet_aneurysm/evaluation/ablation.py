@@ -37,9 +37,14 @@ def _per_series(heldout_features: pd.DataFrame, values: np.ndarray) -> pd.DataFr
     return table.groupby(ID_COLUMN, as_index=False).mean()
 
 
+def heads_submission(features: pd.DataFrame) -> pd.DataFrame:
+    """The stage-2 heads' 14 probabilities per series (the mean over its fold models' rows of a features table)."""
+    return _per_series(features, features[FEATURE_GROUPS["head"]].to_numpy(float))
+
+
 def variant_predictions(oof: pd.DataFrame, heldout_features: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Held-out submissions of the heads alone, the full stacker and the stacker without each feature group."""
-    variants = {HEADS: _per_series(heldout_features, heldout_features[FEATURE_GROUPS["head"]].to_numpy(float))}
+    variants = {HEADS: heads_submission(heldout_features)}
     for name, without in [(FULL, ())] + [(f"stacker without {g}", (g,)) for g in ABLATED_GROUPS]:
         stacker = train_stacker(oof, feature_columns(without))
         variants[name] = _per_series(heldout_features, stacker.predict(heldout_features))
