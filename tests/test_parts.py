@@ -37,3 +37,17 @@ def test_merge_checks_every_series_is_there_exactly_once(tmp_path):
         merge_submissions([parts[0], _part(tmp_path, "p2", ["c"])], tmp_path / "all.csv")
     with pytest.raises(ValueError, match="did that part finish"):
         merge_submissions([tmp_path / "p9.csv"], tmp_path / "all.csv")
+
+
+def test_a_part_without_series_writes_its_header_and_merges(tmp_path):
+    """More parts than series: the empty part still leaves its (header-only) submission and log, so the merge
+    can tell a part that had nothing to do from one that died."""
+    from nnunet_aneurysm.inference.submission import predict_series
+
+    summary = predict_series(None, [], tmp_path / "p1.csv", progress=False)  # no series: the model is never called
+    assert summary.total == 0 and summary.systemic_failure() is None
+    assert pd.read_csv(tmp_path / "p1.csv").columns.tolist() == [ID_COLUMN, *SUBMISSION_COLUMNS]
+    (tmp_path / "a").mkdir()
+    merged = merge_submissions([_part(tmp_path, "p0", ["a"]), tmp_path / "p1.csv"], tmp_path / "all.csv",
+                               [tmp_path / "a"])
+    assert merged[ID_COLUMN].tolist() == ["a"]

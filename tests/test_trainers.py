@@ -268,9 +268,17 @@ def test_pretrained_checkpoints_fine_tune_through_stock_nnunet(roi_env):
     masked = _results(roi_env, ROI_DATASET, "AneurysmWaveFormerMaskedPretrainer", STAGE2.plans)
     weights = _checkpoint(masked / "fold_0" / "checkpoint_final.pth")["network_weights"]
     assert any(k.startswith("masked_pretraining.") for k in weights)
-    _add_configuration(roi_env, "3d_cpu_finetune")
-    for checkpoint in (vessel, masked):
-        proc = run_cli(["nnUNetv2_train", str(ROI_ID), "3d_cpu_finetune", "1", "-tr", STAGE2.trainer, "-p",
+    pretrained = {name: _checkpoint(folder / "fold_0" / "checkpoint_final.pth")["network_weights"]
+                  for name, folder in (("vessel", vessel), ("masked", masked))}
+    for name in pretrained:
+        _add_configuration(roi_env, f"3d_cpu_finetune_{name}", {"num_epochs": 1})
+        proc = run_cli(["nnUNetv2_train", str(ROI_ID), f"3d_cpu_finetune_{name}", "1", "-tr", STAGE2.trainer, "-p",
                         STAGE2.plans, "-device", "cpu", "-pretrained_weights",
-                        str(checkpoint / "fold_0" / "checkpoint_final.pth")], roi_env)
+                        str((vessel if name == "vessel" else masked) / "fold_0" / "checkpoint_final.pth")], roi_env)
         assert "Loading pretrained weights" in proc.stdout
+        tuned = _checkpoint(_results(roi_env, ROI_DATASET, STAGE2.trainer, STAGE2.plans, f"3d_cpu_finetune_{name}")
+                            / "fold_1" / "checkpoint_final.pth")["network_weights"]
+        other = "masked" if name == "vessel" else "vessel"
+        for key in ("stem.0.weight", "downs.0.mix.0.weight"):  # the encoder the pretraining taught
+            own = (tuned[key] - pretrained[name][key]).norm()
+            assert own < 0.5 * (tuned[key] - pretrained[other][key]).norm(), (name, key)  # it started from its own

@@ -194,5 +194,8 @@ def predict_series(pipeline: SeriesPipeline, folders: list[Path], output: Path, 
                 summary.fallback_reasons[_failure(result)] += 1
             bar.update()
             bar.set_postfix(fallback=summary.sources["fallback"])
+    for path, columns in ((output, [ID_COLUMN, *SUBMISSION_COLUMNS]), (log_path(output), list(LOG_COLUMNS))):
+        if not path.is_file():  # a part with no series (more parts than series): its header, so the merge sees it
+            pd.DataFrame(columns=columns).to_csv(path, index=False)
     summary.seconds = time.perf_counter() - start
     return summary
