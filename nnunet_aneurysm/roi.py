@@ -12,8 +12,9 @@ resampled to one isotropic spacing. Why:
   1.5 mm: 48 x 48 x 64 voxels, divisible by stage 2's stride);
 * resampling onto patient axes makes stage 2's input orientation-free (axial, sagittal,
   coronal and oblique series all arrive the same way: left-right is the last array axis) and
-  lets stage 1's artery labels be resampled by nearest neighbour, so nnU-Net's preprocessing
-  never interpolates them (the grid is already at its target spacing).
+  lets stage 1's outputs be resampled once, from stage 1's own grid onto the ROI (artery labels as
+  the argmax of the resampled class probabilities), so nnU-Net's preprocessing never interpolates
+  them again (the grid is already at its target spacing).
 
 When stage 1 finds no vessel the box is centred on the scan's centre (the central region of
 the head) and the fallback is reported. The box's placement is a :class:`Geometry`, so any ROI

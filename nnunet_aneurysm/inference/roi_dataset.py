@@ -4,7 +4,8 @@ Like nnU-Net's cascade, training cases get *out-of-fold* stage-1 predictions (``
 Each case becomes, on its ROI grid (``roi.py``: fixed physical box, patient-aligned, isotropic):
 
 * ``_0000`` the image (linear resampling), ``_0001`` stage 1's vessel probability,
-  ``_0002`` stage 1's artery labels (nearest neighbour: never interpolated);
+  ``_0002`` stage 1's artery labels (its class probabilities resampled linearly from stage 1's own grid
+  onto the ROI, then the argmax inside the vessel mask: label ids are never interpolated);
 * the label: a ball around every localizer point (``localizers.csv``), drawn on the ROI grid.
 
 First, stage 1's vessel threshold (its union mask: the ROI's placement and the artery labels) is

@@ -3,7 +3,7 @@
 
 Both need every term bounded below by zero. Kendall's total exp(-s) L + s has no minimum in s
 when L < 0 (the weight grows without bound: measured 276 by step 20, infinite by step 30 at
-L = -0.5), and UW-SO's weights follow 1 / L, which means nothing for L <= 0. nnU-Net's
+L = -0.5), and UW-SO's weights are a softmax of 1 / (T L), which means nothing for L <= 0. nnU-Net's
 Dice + CE loss is CE *minus* soft Dice, so it is balanced as :class:`BoundedBelow` (loss + 1).
 The balancers refuse a negative term instead of diverging on it.
 """
