@@ -23,6 +23,7 @@ other schemes, resampling functions or orders) return None and the caller uses n
 from __future__ import annotations
 
 import numpy as np
+from nnunetv2.configuration import ANISO_THRESHOLD
 from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape, determine_do_sep_z_and_axis
 from scipy import ndimage
 
@@ -126,7 +127,8 @@ def preprocess_scan(image: np.ndarray, properties: dict, plans_manager, configur
     kwargs = dict(cm.configuration.get("resampling_fn_data_kwargs", {}))
     if (cm.configuration.get("resampling_fn_data") != "resample_data_or_seg_to_shape" or kwargs.get("is_seg")
             or kwargs.get("order", 3) not in (1, 3) or kwargs.get("order_z", 0) != 0
-            or cm.normalization_schemes[0] not in SUPPORTED_SCHEMES or cm.use_mask_for_norm[0]):
+            or cm.normalization_schemes[0] not in SUPPORTED_SCHEMES or cm.use_mask_for_norm[0]
+            or len(cm.patch_size) != 3):  # 2-D configurations: nnU-Net's own path
         return None
     transpose = list(plans_manager.transpose_forward)
     spacing = np.asarray(properties["spacing"], float)  # scan axis order
@@ -137,8 +139,9 @@ def preprocess_scan(image: np.ndarray, properties: dict, plans_manager, configur
     new_shape = compute_new_shape(cropped.shape, spacing, target)
     normalise = _normaliser(cm.normalization_schemes[0], cropped,
                             plans_manager.foreground_intensity_properties_per_channel["0"])
-    separate, axis = determine_do_sep_z_and_axis(kwargs.get("force_separate_z"), spacing[transpose],
-                                                 target[transpose])
+    separate, axis = determine_do_sep_z_and_axis(kwargs.get("force_separate_z", False), spacing[transpose],
+                                                 target[transpose],  # nnU-Net's defaults where the plans are silent
+                                                 kwargs.get("separate_z_anisotropy_threshold", ANISO_THRESHOLD))
     z_axis = transpose[axis] if separate else None  # the anisotropic axis, in scan order
     data = _resample(cropped, new_shape, normalise, kwargs.get("order", 3), z_axis)
     data = np.ascontiguousarray(data.transpose(transpose))[None]

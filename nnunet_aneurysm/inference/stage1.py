@@ -115,6 +115,10 @@ class Stage1Model:
         lean = preprocess_scan(image, nnunet_properties(geometry), p.plans_manager, p.configuration_manager)
         if lean is not None:
             return torch.from_numpy(lean[0]), lean[1]
+        if not getattr(self, "_said_full_preprocessing", False):
+            print("stage 1: these plans need nnU-Net's own preprocessor (whole-scan copies: about 30 bytes per scan "
+                  "voxel more than the slab-wise path)")
+            self._said_full_preprocessing = True
         preprocessor = p.configuration_manager.preprocessor_class(verbose=False)
         data, _, properties = preprocessor.run_case_npy(image[None], None, nnunet_properties(geometry),
                                                         p.plans_manager, p.configuration_manager, p.dataset_json)
