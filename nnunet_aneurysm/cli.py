@@ -173,12 +173,14 @@ def _vessel_roi_dataset(args: argparse.Namespace) -> int:
     counts = table["labels"].value_counts().to_dict()
     print(f"wrote {raw / output}: " + ", ".join(f"{n} {source}" for source, n in counts.items()))
     print(f"Next: nnunet-aneurysm plan -d {args.output_id} --planner WaveFormerPlanner, nnUNetv2_preprocess, then "
-          f"nnUNetv2_train {args.output_id} CONFIG 0 -tr AneurysmWaveFormerVesselPretrainer -p AneurysmWaveFormerPlans")
+          f"nnUNetv2_train {args.output_id} CONFIG FOLD -tr AneurysmWaveFormerVesselPretrainer -p "
+          f"AneurysmWaveFormerPlans for EACH fold; fine-tune stage 2's fold k from fold k's checkpoint (docs/architecture.md)")
     return 0
 
 
 def _features(args: argparse.Namespace) -> int:
     from nnunet_aneurysm.inference.out_of_fold_features import out_of_fold_features
+    from nnunet_aneurysm.parts import write_whole
 
     raw, model = _stage2_raw_and_model(args)
     try:
@@ -189,7 +191,7 @@ def _features(args: argparse.Namespace) -> int:
     if table is None:
         print(f"part {args.part_id} of {args.num_parts} done; features.csv is written by the part that finishes last")
         return 0
-    table.to_csv(args.output / "features.csv", index=False)
+    write_whole(args.output / "features.csv", table.to_csv(index=False))
     print(f"{len(table)} series, out-of-fold features and vessel graphs in {args.output}")
     return 0
 

@@ -7,12 +7,21 @@ refuses an item found in two parts or missing from all of them: a part that died
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from nnunet_aneurysm.labels import ID_COLUMN
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` under a temporary name, then rename it into place: two parts finishing at once
+    (each completes the dataset) and a reader never see half a file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def check_part(num_parts: int, part_id: int) -> None:

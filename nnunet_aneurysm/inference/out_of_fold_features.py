@@ -21,7 +21,7 @@ from nnunet_aneurysm.inference.stage2 import Stage2Model
 from nnunet_aneurysm.inference.stage2_settings import stage2_roi_settings
 from nnunet_aneurysm.labels import SUBMISSION_COLUMNS
 from nnunet_aneurysm.metadata import MetadataTable
-from nnunet_aneurysm.parts import part_of
+from nnunet_aneurysm.parts import part_of, write_whole
 from nnunet_aneurysm.postprocessing.features import fold_row, save_graph, series_graph, vessel_volume_mm3
 from nnunet_aneurysm.stages import ARTERY_CHANNEL, channel_file
 
@@ -64,7 +64,7 @@ def out_of_fold_features(raw: Path, stage2_dir: Path, out: Path, device: str = "
             volume = vessel_volume_mm3(channels, roi.spacing, threshold)
             row = {"case_id": case, "fold": int(fold), "source_fold": int(fold),
                    **fold_row(prediction.folds[0], graph, None, volume, metadata)}
-            (out / "rows" / f"{case}.json").write_text(json.dumps(row))
+            write_whole(out / "rows" / f"{case}.json", json.dumps(row))
             bar.update()
     bar.close()
     if not all((out / "rows" / f"{c}.json").is_file() for c in metadata_table["case_id"]):

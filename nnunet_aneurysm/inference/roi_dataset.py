@@ -21,7 +21,6 @@ file exists is done (the label is written last); its ROI row lives in ``rois/<ca
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from nnunet_aneurysm.inference.stage2_settings import settings_entry
 from nnunet_aneurysm.inference.vessel_threshold import OperatingPoint, VesselCounts
 from nnunet_aneurysm.metadata import MetadataTable
 from nnunet_aneurysm.nnunet_env import trained_folds
-from nnunet_aneurysm.parts import part_of
+from nnunet_aneurysm.parts import part_of, write_whole
 from nnunet_aneurysm.roi import Roi, RoiSettings, find_roi, grid_centre, resample_to_roi
 from nnunet_aneurysm.stages import (
     ARTERY_CHANNEL,
@@ -95,7 +94,7 @@ def write_roi_case(dst: Path, case: str, image: np.ndarray, scan, vessels: Vesse
     for index, channel in enumerate(channels):
         write_nifti(channel, roi.geometry, dst / "imagesTr" / channel_file(case, index))
     row = {"case_id": case, **roi.as_row(), "out_of_fold": out_of_fold}
-    (dst / "rois" / f"{case}.json").write_text(json.dumps(row))
+    write_whole(dst / "rois" / f"{case}.json", json.dumps(row))
     centres, values = _points(localizers, case)
     label = draw_spheres(roi.shape, roi.geometry, centres, values, sphere_radius_mm)
     write_nifti(label, roi.geometry, dst / "labelsTr" / f"{case}{FILE_ENDING}")
@@ -106,15 +105,15 @@ def finish_roi_dataset(src: Path, dst: Path, cases, settings: RoiSettings) -> No
     """roi.csv, dataset.json (channels named; the ROI ``settings`` and training prevalence that travel with the
     trained model to ``pipeline init``: ``stage2_settings.py``), and the source's metadata, splits and localizers."""
     rows = [json.loads((dst / "rois" / f"{c}.json").read_text()) for c in cases]
-    pd.DataFrame(rows).to_csv(dst / ROI_FILE, index=False)
+    write_whole(dst / ROI_FILE, pd.DataFrame(rows).to_csv(index=False))
     dataset_json = json.loads((src / "dataset.json").read_text())
     dataset_json.update(stage2_dataset_json_entries())
     dataset_json.update(settings_entry(settings, pd.read_csv(src / "metadata.csv")))
     dataset_json["numTraining"] = len(rows)
-    (dst / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    write_whole(dst / "dataset.json", json.dumps(dataset_json, indent=2))
     for name in ("metadata.csv", "splits_final.json", LOCALIZERS_FILE):
         if (src / name).is_file():
-            shutil.copyfile(src / name, dst / name)
+            write_whole(dst / name, (src / name).read_text())
 
 
 def choose_operating_point(src: Path, vessel_labels: Path, stage1_dir: Path, groups, vectors: MetadataTable,
