@@ -174,7 +174,8 @@ def _vessel_roi_dataset(args: argparse.Namespace) -> int:
     print(f"wrote {raw / output}: " + ", ".join(f"{n} {source}" for source, n in counts.items()))
     print(f"Next: nnunet-aneurysm plan -d {args.output_id} --planner WaveFormerPlanner, nnUNetv2_preprocess, then "
           f"nnUNetv2_train {args.output_id} CONFIG FOLD -tr AneurysmWaveFormerVesselPretrainer -p "
-          f"AneurysmWaveFormerPlans for EACH fold; fine-tune stage 2's fold k from fold k's checkpoint (docs/architecture.md)")
+          f"AneurysmWaveFormerPlans for EACH fold; fine-tune stage 2's fold k from fold k's checkpoint "
+          f"(docs/architecture.md)")
     return 0
 
 
