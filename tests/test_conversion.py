@@ -280,3 +280,18 @@ def test_geometry_survives_a_nifti_round_trip_read_from_the_header(rsna, tmp_pat
         assert sitk.ReadImage(str(path)).GetSize() == truth.shape[::-1]
         for name in ("origin", "row_dir", "col_dir", "normal", "spacing"):
             np.testing.assert_allclose(getattr(back, name), getattr(truth.geometry, name), atol=1e-4, err_msg=name)
+
+
+def test_uneven_slices_are_resampled_exactly_in_float32():
+    """Slices at 0, 1, 3, 4 mm, each holding its own position: linear resampling at 1 mm must give every
+    position back exactly (a ramp is linear), as float32."""
+    from types import SimpleNamespace
+
+    from nnunet_aneurysm.dataset_conversion.dicom_reader import _regular_grid
+
+    distance = np.array([0.0, 1.0, 3.0, 4.0])
+    planes = [SimpleNamespace(shape=(2, 3), sop_uid=str(d), load=lambda d=d: np.full((2, 3), d, np.int16))
+              for d in distance]
+    array, target = _regular_grid(planes, distance, 1.0)
+    assert array.dtype == np.float32 and target.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    np.testing.assert_allclose(array[:, 0, 0], target, atol=1e-6)

@@ -160,8 +160,12 @@ def _regular_grid(kept: list[_Plane], distance: np.ndarray, gap: float) -> tuple
     target = distance[0] + gap * np.arange(int(round((distance[-1] - distance[0]) / gap)) + 1)
     upper = np.clip(np.searchsorted(distance, target, side="right"), 1, len(distance) - 1)
     lower = upper - 1
-    weight = np.clip((target - distance[lower]) / (distance[upper] - distance[lower]), 0, 1)[:, None, None]
-    return (1 - weight) * stack[lower] + weight * stack[upper], target
+    weight = np.clip((target - distance[lower]) / (distance[upper] - distance[lower]), 0, 1).astype(np.float32)
+    out = np.empty((len(target), *stack.shape[1:]), np.float32)  # slice by slice: no float64 or fancy-index copies
+    for k, (a, b, w) in enumerate(zip(lower, upper, weight)):
+        np.multiply(stack[a], 1 - w, out=out[k])
+        out[k] += w * stack[b]
+    return out, target
 
 
 def _stack(planes: list[_Plane], modality: str, warnings: list[str], lenient: bool = False) -> Volume:
