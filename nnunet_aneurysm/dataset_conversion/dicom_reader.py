@@ -236,7 +236,9 @@ FALLBACK_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # axial, as most head sca
 
 
 def _multiframe_planes(ds, warnings: list[str], lenient: bool = False) -> tuple[list[_Plane], set[str]]:
-    """The frames as planes, and which spacings the file does not give ("in-plane", "slice") and were guessed."""
+    """The frames as planes, and which spacings the file does not give ("in-plane", "slice") and were guessed.
+    Unlike single-frame files, the pixel data are decoded at once (pydicom decodes a file's PixelData whole): a
+    multi-frame series costs its decoded pixels (2 bytes a voxel, usually) beside the float32 volume."""
     shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
     per_frame = list(ds.PerFrameFunctionalGroupsSequence) if "PerFrameFunctionalGroupsSequence" in ds else []
     frames = _pixels(ds)
