@@ -15,6 +15,10 @@ the "72 mm" box covered 31 mm of head. What the winners used, and what is done h
 
 Measured on generated series with their geometry stripped (``tests/test_spacing_guess.py``): in-plane
 within 10 % of the truth when the head is in the frame; slices within 35 % (thin) or in 3-5 mm (thick).
+Not measured: series whose largest cross-section is not the head (a CTA reaching down to the shoulders,
+where the neck and shoulders may be widest, or a sagittal or coronal series): the breadth is then
+taken across another body part and the guess can be wrong by that part's width; the reason names the
+breadth it used, and the log keeps it.
 """
 
 from __future__ import annotations
