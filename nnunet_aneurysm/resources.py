@@ -30,12 +30,21 @@ def workers_for_memory(requested: int, bytes_per_worker: float, available: int |
                      f"for the largest series and {available / 1e9:.1f} GB are free")
 
 
-def largest_series_voxels(folders: list[Path], bytes_per_voxel_on_disk: float = 2.0) -> int:
-    """The voxels of the largest DICOM series among ``folders``, estimated from its files' size (16-bit pixels)."""
+def largest_series_voxels(folders: list[Path]) -> int:
+    """The voxels of the largest DICOM series among ``folders``, from one header per folder (Rows x Columns x
+    frames, times the number of files): file sizes would understate a compressed series."""
+    import pydicom
+
     largest = 0
     for folder in folders:
         try:
-            largest = max(largest, sum(e.stat().st_size for e in Path(folder).iterdir() if e.is_file()))
-        except OSError:
-            continue
-    return int(largest / bytes_per_voxel_on_disk)
+            files = [e for e in Path(folder).iterdir() if e.is_file()]
+            if not files:
+                continue
+            header = pydicom.dcmread(files[0], stop_before_pixels=True,
+                                     specific_tags=["Rows", "Columns", "NumberOfFrames"])
+            frames = int(getattr(header, "NumberOfFrames", 1) or 1)
+            largest = max(largest, int(header.Rows) * int(header.Columns) * frames * len(files))
+        except (OSError, AttributeError, ValueError, pydicom.errors.InvalidDicomError):
+            continue  # not DICOM or unreadable: the converter itself reports it
+    return largest

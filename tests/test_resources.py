@@ -12,9 +12,30 @@ def test_workers_are_capped_by_the_free_memory_and_the_cap_is_said():
     assert workers_for_memory(4, 50e9, available=10e9)[0] == 1  # one, even when one does not fit
 
 
-def test_the_largest_series_is_found_from_file_sizes(tmp_path):
-    for name, sizes in (("a", [1000, 1000]), ("b", [5000, 3000, 2000])):
+def _dicom(path, rows: int, columns: int, frames: int | None = None) -> None:
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(), generate_uid()
+    ds.Rows, ds.Columns = rows, columns
+    if frames:
+        ds.NumberOfFrames = frames
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_the_largest_series_is_found_from_its_headers(tmp_path):
+    """Rows x Columns x frames x files, read from one header (a compressed series' file sizes would understate
+    it); folders without DICOM count for nothing."""
+    for name, files, frames in (("a", 3, None), ("b", 1, 40), ("c", 0, None)):
         (tmp_path / name).mkdir()
-        for i, size in enumerate(sizes):
-            (tmp_path / name / f"{i}.dcm").write_bytes(b"\0" * size)
-    assert largest_series_voxels([tmp_path / "a", tmp_path / "b", tmp_path / "missing"]) == 5000
+        for i in range(files):
+            _dicom(tmp_path / name / f"{i}.dcm", 64, 32, frames)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("not DICOM")
+    folders = [tmp_path / n for n in ("a", "b", "c", "junk", "missing")]
+    assert largest_series_voxels(folders) == 64 * 32 * 40
+    assert largest_series_voxels(folders[:1]) == 64 * 32 * 3
