@@ -98,7 +98,8 @@ def _roi_dataset(args: argparse.Namespace) -> int:
                            vessel_threshold=threshold)
         folder = build_roi_dataset(raw, aneurysms, stage2_dataset_name(args.output_id, aneurysms), model_dir,
                                    _device(args), settings, choose_threshold=not fixed, num_parts=args.num_parts,
-                                   part_id=args.part_id, operating_point_only=args.operating_point_only)
+                                   part_id=args.part_id, operating_point_only=args.operating_point_only,
+                                   asked_size_mm=args.size_mm)
     except (FileNotFoundError, ValueError) as err:
         raise UserInputError(str(err)) from None
     if folder is None:
@@ -110,23 +111,24 @@ def _roi_dataset(args: argparse.Namespace) -> int:
 
 def roi_settings_for(args: argparse.Namespace, src: Path, dst: Path):
     """The ROI grid of the stage-2 dataset ``dst``: the one it was started with (roi_settings.json), so that
-    every part and every resume writes the same grid whatever machine it runs on; for a new dataset the
-    grid asked for (--spacing-mm) or planned, saved before the first case."""
+    every part and every resume writes the same grid whatever machine it runs on; for a new dataset the grid
+    asked for (--spacing-mm) or planned (``build_roi_dataset`` saves it just before its first case)."""
     from nnunet_aneurysm.roi import ROI_SETTINGS_FILE, RoiSettings
 
+    size = tuple(args.size_mm) if args.size_mm is not None else RoiSettings.size_mm
     saved = RoiSettings.read(dst)
-    asked = RoiSettings(tuple(args.size_mm), args.spacing_mm) if args.spacing_mm is not None else None
     if saved is not None:
-        if asked is not None and (asked.size_mm, asked.spacing_mm) != (saved.size_mm, saved.spacing_mm):
+        other_spacing = args.spacing_mm is not None and args.spacing_mm != saved.spacing_mm
+        if other_spacing or (args.size_mm is not None and size != RoiSettings.asked_size(dst)):
             raise UserInputError(f"{dst.name} was started with ROIs of {saved.spacing_mm:g} mm and "
                                  f"{' x '.join(f'{s:g}' for s in saved.size_mm)} mm ({dst / ROI_SETTINGS_FILE}); "
                                  f"use the same or another --output-id")
         print(f"ROI grid from {dst / ROI_SETTINGS_FILE}: {saved.spacing_mm:g} mm, "
               f"{' x '.join(map(str, saved.shape))} voxels")
         return saved
-    settings = asked or planned_roi(src, tuple(args.size_mm), args.roi_max_voxels, _device(args), args.vram_gb)
-    settings.save(dst)
-    return settings
+    if args.spacing_mm is not None:
+        return RoiSettings(size, args.spacing_mm)
+    return planned_roi(src, size, args.roi_max_voxels, _device(args), args.vram_gb)
 
 
 def planned_roi(dataset: Path, size_mm: tuple[float, float, float], max_voxels: int | None, device: str,
@@ -502,8 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-tr", "--trainer", default=STAGE1.trainer)
     p.add_argument("-p", "--plans", default=STAGE1.plans)
     p.add_argument("-c", "--configuration", default="3d_fullres")
-    p.add_argument("--size-mm", type=float, nargs=3, default=list(RoiSettings.size_mm),
-                   help="ROI extent along S-I, A-P, L-R in mm (default %(default)s)")
+    p.add_argument("--size-mm", type=float, nargs=3, default=None,
+                   help=f"ROI extent along S-I, A-P, L-R in mm (default {list(RoiSettings.size_mm)})")
     p.add_argument("--spacing-mm", type=float, default=None,
                    help="ROI voxel size in mm (default: planned from the training series' spacing and the memory "
                         "budget, as nnU-Net plans its spacing: 1.5 on the demo's 1.3 mm data). The first run saves "

@@ -16,11 +16,11 @@ import pandas as pd
 from nnunet_aneurysm.labels import ID_COLUMN
 
 
-def write_whole(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` under a temporary name, then rename it into place: two parts finishing at once
-    (each completes the dataset) and a reader never see half a file."""
+def write_whole(path: Path, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8, or bytes as they are) to ``path`` under a temporary name, then rename it
+    into place: two parts finishing at once (each completes the dataset) and a reader never see half a file."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(text)
+    partial.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
     os.replace(partial, path)
 
 

@@ -34,17 +34,22 @@ def largest_series_voxels(folders: list[Path]) -> int:
     """The voxels of the largest DICOM series among ``folders``, from one header per folder (Rows x Columns x
     frames, times the number of files): file sizes would understate a compressed series."""
     import pydicom
+    from pydicom.misc import is_dicom
 
     largest = 0
     for folder in folders:
         try:
-            files = [e for e in Path(folder).iterdir() if e.is_file()]
-            if not files:
-                continue
-            header = pydicom.dcmread(files[0], stop_before_pixels=True,
-                                     specific_tags=["Rows", "Columns", "NumberOfFrames"])
-            frames = int(getattr(header, "NumberOfFrames", 1) or 1)
-            largest = max(largest, int(header.Rows) * int(header.Columns) * frames * len(files))
-        except (OSError, AttributeError, ValueError, pydicom.errors.InvalidDicomError):
-            continue  # not DICOM or unreadable: the converter itself reports it
+            files = sorted(e for e in Path(folder).iterdir() if e.is_file())
+        except OSError:
+            continue
+        dicom = [f for f in files if is_dicom(f)]
+        for file in dicom[:3]:  # the first readable header with a matrix (DICOMDIR and the like have none)
+            try:
+                header = pydicom.dcmread(file, stop_before_pixels=True,
+                                         specific_tags=["Rows", "Columns", "NumberOfFrames"])
+                frames = int(getattr(header, "NumberOfFrames", 1) or 1)
+                largest = max(largest, int(header.Rows) * int(header.Columns) * frames * len(dicom))
+                break
+            except (OSError, AttributeError, ValueError, pydicom.errors.InvalidDicomError):
+                continue  # unreadable: the converter itself reports it
     return largest

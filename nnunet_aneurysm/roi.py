@@ -24,6 +24,7 @@ voxel maps to patient coordinates (mm) and to the scan's voxels.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +46,23 @@ class RoiSettings:
         return tuple(int(round(s / self.spacing_mm)) for s in self.size_mm)
 
 
-    def save(self, folder: Path) -> None:
-        """Write the ROI grid to ``folder/roi_settings.json`` (the threshold lives in vessel_operating_point.json)."""
+    def claim(self, folder: Path, asked_size_mm: Sequence[float] | None = None) -> RoiSettings:
+        """Make this the ROI grid of the dataset in ``folder`` unless it has one (``roi_settings.json``, created
+        whole and only if absent, so two parts starting at once cannot both write theirs); returns the grid
+        the dataset holds, with this threshold. ``asked_size_mm``: the box asked for (planning may round it up),
+        kept so a later run can tell a different request from the same one."""
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / ROI_SETTINGS_FILE).write_text(json.dumps({"size_mm": list(self.size_mm),
-                                                            "spacing_mm": self.spacing_mm}, indent=2))
+        partial = folder / f".{ROI_SETTINGS_FILE}.{os.getpid()}.partial"
+        partial.write_text(json.dumps({"size_mm": list(self.size_mm), "spacing_mm": self.spacing_mm,
+                                       "asked_size_mm": list(asked_size_mm or self.size_mm)}, indent=2))
+        try:
+            os.link(partial, folder / ROI_SETTINGS_FILE)  # fails if another run saved its grid first
+        except FileExistsError:
+            pass
+        finally:
+            partial.unlink()
+        saved = RoiSettings.read(folder)
+        return RoiSettings(saved.size_mm, saved.spacing_mm, self.vessel_threshold)
 
     @staticmethod
     def read(folder: Path) -> RoiSettings | None:
@@ -59,6 +72,15 @@ class RoiSettings:
             return None
         saved = json.loads(file.read_text())
         return RoiSettings(tuple(float(s) for s in saved["size_mm"]), float(saved["spacing_mm"]))
+
+    @staticmethod
+    def asked_size(folder: Path) -> tuple[float, ...] | None:
+        """The box (mm) the dataset's first run asked for (before planning rounded it), or None for a new one."""
+        file = folder / ROI_SETTINGS_FILE
+        if not file.is_file():
+            return None
+        saved = json.loads(file.read_text())
+        return tuple(float(s) for s in saved.get("asked_size_mm", saved["size_mm"]))
 
 
 ROI_SETTINGS_FILE = "roi_settings.json"  # in stage 2's raw dataset: every part and every resume uses this grid

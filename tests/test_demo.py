@@ -104,8 +104,9 @@ def test_step_times_survive_a_resumed_run(quick_demo):
 
 
 def test_stage2_training_silenced_no_loss_term_and_logged_the_physics_equations_share(quick_demo):
-    """No term's weight fell below the balancer's floor on any step of training (before: 40 % of the demo's steps
-    weighted the series heads and the physics 0.0), and the share of the Navier-Stokes terms is logged."""
+    """Every term kept at least half its even share on every step of training, and none sat at the balancer's
+    floor (before: 40 % of the demo's steps weighted the series heads and the physics 0.0); the share of the
+    Navier-Stokes terms is logged."""
     import torch
 
     folder = quick_demo / "nnUNet_results" / "Dataset103_RSNAAneurysmsROI" / \
@@ -113,6 +114,6 @@ def test_stage2_training_silenced_no_loss_term_and_logged_the_physics_equations_
     for fold in (0, 1):
         logged = torch.load(folder / f"fold_{fold}" / "checkpoint_final.pth", map_location="cpu",
                             weights_only=False)["logging"]
-        assert logged["min_term_weight"] and min(logged["min_term_weight"]) >= 0.1 - 1e-6  # UW-SO's floor
-        assert all(0.0 <= f <= 1.0 for f in logged["floored_fraction"])
+        assert logged["min_term_weight"] and min(logged["min_term_weight"]) > 0.5  # weights sum to 3 over 3 terms
+        assert max(logged["floored_fraction"]) == 0.0
         assert "physics_navier_stokes_share" in logged

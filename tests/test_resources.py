@@ -36,6 +36,7 @@ def test_the_largest_series_is_found_from_its_headers(tmp_path):
             _dicom(tmp_path / name / f"{i}.dcm", 64, 32, frames)
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.txt").write_text("not DICOM")
+    (tmp_path / "a" / ".DS_Store").write_bytes(b"\0" * 10)  # sorts first, is no DICOM, counts for nothing
     folders = [tmp_path / n for n in ("a", "b", "c", "junk", "missing")]
     assert largest_series_voxels(folders) == 64 * 32 * 40
     assert largest_series_voxels(folders[:1]) == 64 * 32 * 3

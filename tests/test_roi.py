@@ -145,20 +145,28 @@ def test_the_roi_grid_is_planned_from_the_data_and_the_memory_budget():
 
 
 def test_every_part_and_resume_uses_the_grid_the_dataset_was_started_with(tmp_path):
-    """A dataset's ROI grid is saved before its first case; a later part (on a GPU machine, say) reads it instead
-    of planning again, and a different grid asked for is a one-line error, so no dataset mixes two grids."""
+    """A dataset's ROI grid is saved before its first case, only by the first run to get there; a later part (on a
+    GPU machine, say) reads it instead of planning again, and another grid asked for is a one-line error, so no
+    dataset mixes two grids."""
     import argparse
 
     from nnunet_aneurysm.cli import UserInputError, roi_settings_for
 
-    def args(spacing, device):
-        return argparse.Namespace(size_mm=[72.0, 72.0, 96.0], spacing_mm=spacing, roi_max_voxels=None,
-                                  device=device, vram_gb=16.0)
+    def args(spacing, device, size=None):
+        return argparse.Namespace(size_mm=size, spacing_mm=spacing, roi_max_voxels=None, device=device,
+                                  vram_gb=16.0)
 
     dst = tmp_path / "Dataset103_ROI"
     first = roi_settings_for(args(1.5, "cpu"), tmp_path / "src_never_read", dst)
-    assert (dst / "roi_settings.json").is_file() and first.shape == (48, 48, 64)
+    assert not dst.exists() and first.shape == (48, 48, 64)  # nothing saved before a case is written
+    racing = RoiSettings((72.0, 72.0, 96.0), 0.75, 0.4).claim(dst)  # a part that started at the same time...
+    assert racing.spacing_mm == 0.75 and racing.vessel_threshold == 0.4
+    claimed = first.claim(dst)  # ...got there first: this one writes its grid, not ours
+    assert (claimed.spacing_mm, claimed.size_mm) == (0.75, (72.0, 72.0, 96.0))
     later = roi_settings_for(args(None, "cuda"), tmp_path / "src_never_read", dst)  # would plan 0.5 mm on a GPU
-    assert (later.spacing_mm, later.size_mm) == (first.spacing_mm, first.size_mm)
-    with pytest.raises(UserInputError, match="was started with ROIs of 1.5 mm"):
-        roi_settings_for(args(0.75, "cpu"), tmp_path / "src_never_read", dst)
+    assert later.spacing_mm == 0.75
+    assert roi_settings_for(args(None, "cpu", [72.0, 72.0, 96.0]), tmp_path / "src_never_read", dst).spacing_mm == 0.75
+    with pytest.raises(UserInputError, match="was started with ROIs of 0.75 mm"):
+        roi_settings_for(args(1.5, "cpu"), tmp_path / "src_never_read", dst)
+    with pytest.raises(UserInputError, match="was started with"):
+        roi_settings_for(args(None, "cpu", [80.0, 80.0, 100.0]), tmp_path / "src_never_read", dst)

@@ -113,7 +113,7 @@ def finish_roi_dataset(src: Path, dst: Path, cases, settings: RoiSettings) -> No
     write_whole(dst / "dataset.json", json.dumps(dataset_json, indent=2))
     for name in ("metadata.csv", "splits_final.json", LOCALIZERS_FILE):
         if (src / name).is_file():
-            write_whole(dst / name, (src / name).read_text())
+            write_whole(dst / name, (src / name).read_bytes())
 
 
 def choose_operating_point(src: Path, vessel_labels: Path, stage1_dir: Path, groups, vectors: MetadataTable,
@@ -147,13 +147,14 @@ def build_roi_dataset(raw: Path, aneurysms_dataset: str, output_dataset: str, st
                       device: str = "cpu", settings: RoiSettings = RoiSettings(),
                       sphere_radius_mm: float = SPHERE_RADIUS_MM, progress: bool = True,
                       choose_threshold: bool = True, num_parts: int = 1, part_id: int = 0,
-                      operating_point_only: bool = False) -> Path | None:
+                      operating_point_only: bool = False, asked_size_mm=None) -> Path | None:
     """Write ``output_dataset`` under ``raw``; returns its folder, or None while other parts still have cases
     to write. ``choose_threshold``: stage 1's vessel threshold is chosen out-of-fold (on the vessel dataset of
     ``stage1_dir``, written to ``vessel_operating_point.json``) instead of ``settings.vessel_threshold``.
     ``num_parts``/``part_id``: this job writes cases part_id, part_id + num_parts, ... (``parts.py``); the
     operating point must be chosen before (``operating_point_only``), and the last part to finish completes
-    the dataset (roi.csv, dataset.json)."""
+    the dataset (roi.csv, dataset.json). The ROI grid is saved in ``roi_settings.json`` before the first case
+    (``RoiSettings.claim``); a dataset that has one keeps it (``asked_size_mm``: the box asked for)."""
     src, dst = raw / aneurysms_dataset, raw / output_dataset
     metadata = pd.read_csv(src / "metadata.csv", dtype={"case_id": str})
     localizers = read_localizers(src)
@@ -184,6 +185,7 @@ def build_roi_dataset(raw: Path, aneurysms_dataset: str, output_dataset: str, st
             print(f"warning: stage 1 barely separates vessels out of fold (Dice {point.chosen['dice']:.3f} at its "
                   f"best threshold): the ROIs are placed almost blind; train stage 1 longer")
         settings = replace(settings, vessel_threshold=point.threshold)
+    settings = settings.claim(dst, asked_size_mm)  # the grid every part and resume of this dataset writes
     if operating_point_only:
         return dst
     mine = set(part_of(sorted(metadata["case_id"]), num_parts, part_id))

@@ -279,6 +279,9 @@ class AneurysmTrainerBase(AneurysmScheduledNNUNetTrainer):
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         super().load_checkpoint(filename_or_checkpoint)  # nnU-Net 2.8.1 accepts a file name only
+        logged = self.logger.local_logger.my_fantastic_logging  # replaced whole by the checkpoint's
+        for key in self.extra_metrics:  # a metric added since the checkpoint was written: NaN for its epochs
+            logged.setdefault(key, [float("nan")] * self.current_epoch)
         if not self.extra_checkpoint_state():
             return
         checkpoint = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False)
