@@ -58,7 +58,7 @@ def train(network: torch.nn.Module, dataset: dict, steps: int, seed: int = 0, ba
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 12)
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     network.eval()
     return losses
 
