@@ -96,8 +96,9 @@ def equal_time_epochs(our_seconds_per_fold: float, baseline_seconds_per_epoch: f
     return max(1, math.ceil(our_seconds_per_fold / max(baseline_seconds_per_epoch, 1e-9)))
 
 
-def train_baseline(run: Runner, settings: DemoSettings, our_seconds: float) -> tuple[Path, dict]:
-    """A two-epoch probe for the baseline's seconds per epoch, then the baseline at equal stage-2 wall time."""
+def train_baseline(run: Runner, settings: DemoSettings, our_seconds: float, folds: int) -> tuple[Path, dict]:
+    """A two-epoch probe for the baseline's seconds per epoch, then the baseline at equal stage-2 wall time per
+    fold, for its first ``folds`` folds."""
     train = lambda configuration, fold: run(["nnUNetv2_train", str(STAGE2_ID), configuration, str(fold), "-tr",  # noqa: E731
                                              BASELINE_TRAINER, "-p", STAGE2.plans, "-device", settings.device],
                                             "baseline training")
@@ -109,12 +110,13 @@ def train_baseline(run: Runner, settings: DemoSettings, our_seconds: float) -> t
     epochs = equal_time_epochs(our_seconds / settings.folds, per_epoch)
     folder = model_folder(run.env, STAGE2_DATASET, STAGE2, BASELINE_CONFIGURATION, BASELINE_TRAINER)
     add_baseline_configuration(run, settings, BASELINE_CONFIGURATION, epochs)
-    for fold in range(settings.folds):
+    for fold in range(folds):
         if not (folder / f"fold_{fold}" / "checkpoint_final.pth").is_file():
             train(BASELINE_CONFIGURATION, fold)
-    seconds = training_seconds(folder, settings.folds)
-    return folder, {"probe_seconds_per_epoch": per_epoch, "epochs": epochs, "seconds": seconds,
-                    "our_seconds": our_seconds, "equal_or_more": seconds >= our_seconds}
+    seconds = training_seconds(folder, folds)
+    ours = our_seconds * folds / settings.folds  # ours over the same folds (the mean per fold)
+    return folder, {"probe_seconds_per_epoch": per_epoch, "epochs": epochs, "seconds": seconds, "folds": folds,
+                    "our_seconds": ours, "equal_or_more": seconds >= ours}
 
 
 def baseline_submission(workdir: Path, model: Path, folds: int, heldout_ids: list[str]) -> pd.DataFrame:
@@ -282,8 +284,9 @@ def module_step_seconds(run: Runner, settings: DemoSettings, steps: int = 4) -> 
     return out
 
 
-def evaluate_repeat(workdir: Path, settings: DemoSettings, bootstrap: int) -> dict:
-    """Every figure of one trained repeat (its models, its held-out predictions)."""
+def evaluate_repeat(workdir: Path, settings: DemoSettings, bootstrap: int, baseline_folds: int | None = None) -> dict:
+    """Every figure of one trained repeat (its models, its held-out predictions). ``baseline_folds``: the baseline
+    trains only its first folds (time), and is then compared with our stage-2 heads of the same folds."""
     run = Runner(workdir)
     labels = pd.read_csv(workdir / "rsna_heldout" / "train.csv", dtype={ID_COLUMN: str})
     pipeline = workdir / "pipeline" / "pipeline.json"
@@ -293,10 +296,11 @@ def evaluate_repeat(workdir: Path, settings: DemoSettings, bootstrap: int) -> di
              str(pipeline), "-device", settings.device, "--disable_tta", "--allow-fallback"], "predict-series (no TTA)")
     ours_folder = model_folder(run.env, STAGE2_DATASET, STAGE2, settings.configuration)
     our_seconds = training_seconds(ours_folder, settings.folds)
-    baseline_folder, baseline_time = train_baseline(run, settings, our_seconds)
-    baseline_file = workdir / "submission_baseline.csv"
+    folds = baseline_folds or settings.folds
+    baseline_folder, baseline_time = train_baseline(run, settings, our_seconds, folds)
+    baseline_file = workdir / f"submission_baseline_{folds}_folds.csv"
     if not baseline_file.is_file():
-        baseline_submission(workdir, baseline_folder, settings.folds, labels[ID_COLUMN].tolist()).to_csv(
+        baseline_submission(workdir, baseline_folder, folds, labels[ID_COLUMN].tolist()).to_csv(
             baseline_file, index=False)
     features = lambda stem: pd.read_csv(workdir / f"{stem}_features.csv", dtype={ID_COLUMN: str})  # noqa: E731
     tables = {"ours": pd.read_csv(workdir / "submission.csv", dtype={ID_COLUMN: str}),
@@ -305,16 +309,24 @@ def evaluate_repeat(workdir: Path, settings: DemoSettings, bootstrap: int) -> di
               # flip TTA judged where it acts: the heads (the stacker learnt from TTA features only)
               "stage-2 heads": heads_submission(features("submission")),
               "stage-2 heads without flip TTA": heads_submission(features("submission_no_tta"))}
+    if folds < settings.folds:  # equal time: our heads of the folds the baseline trained
+        ours_folds = features("submission")
+        tables[f"stage-2 heads, folds 0-{folds - 1}"] = heads_submission(ours_folds[ours_folds["source_fold"] < folds])
     scores = {}
     for name, table in tables.items():
         result = evaluate(labels, table, bootstrap=bootstrap)
         scores[name] = {"weighted_auc": result.score, "weighted_ci": result.intervals.get("weighted_auc"),
                         "present_auc": result.aucs[PRESENT_COLUMN], "present_ci": result.intervals.get(PRESENT_COLUMN)}
     paired = {}
-    for name, other in (("ours - nnU-Net baseline", "nnU-Net baseline (equal time)"),
+    pairs = [("ours - nnU-Net baseline", "nnU-Net baseline (equal time)")]
+    if folds < settings.folds:
+        pairs.append((f"our stage-2 heads - nnU-Net baseline, folds 0-{folds - 1} (equal time)",
+                      "nnU-Net baseline (equal time)"))
+    for name, other in (*pairs,
                         ("flip TTA on the stage-2 heads (with - without)", "stage-2 heads without flip TTA"),
                         ("flip TTA through the stacker (with - without)", "ours without flip TTA")):
-        mine = tables["stage-2 heads"] if "heads" in name else tables["ours"]
+        mine = (tables[f"stage-2 heads, folds 0-{folds - 1}"] if "folds 0-" in name
+                else tables["stage-2 heads"] if "heads" in name else tables["ours"])
         comparison = paired_comparison(labels, mine, tables[other], bootstrap)
         paired[name] = {key: {"difference": d.difference, "low": d.low, "high": d.high, "verdict": d.verdict}
                         for key, d in comparison.items()}
@@ -394,6 +406,9 @@ def main():
     parser.add_argument("--seed", type=int, default=0, help="of the generated data")
     parser.add_argument("--repeats", type=int, default=1, help="trainings with training seeds 0..N-1, same data")
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--baseline-folds", type=int, default=None,
+                        help="train the baseline on its first N folds only (equal time per fold) and compare it with "
+                             "our stage-2 heads of those folds too (default: every fold)")
     args = parser.parse_args()
     root = args.workdir.resolve()
     settings = DemoSettings(root, seed=args.seed, heldout_series=args.heldout_series)
@@ -413,7 +428,7 @@ def main():
                     link.symlink_to(root / "seed_0" / name, target_is_directory=True)
         if not (repeat.workdir / "report" / "index.html").is_file():
             run_demo(repeat)
-        results.append(evaluate_repeat(repeat.workdir, repeat, args.bootstrap))
+        results.append(evaluate_repeat(repeat.workdir, repeat, args.bootstrap, args.baseline_folds))
         print_repeat(results[-1])
         (root / "accuracy.json").write_text(json.dumps({"settings": {
             "train_series": settings.train_series, "heldout_series": settings.heldout_series, "size": settings.size,
