@@ -50,10 +50,8 @@ class AneurysmWaveFormerMaskedPretrainer(AneurysmWaveFormerTrainer):
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
                                    num_output_channels, enable_deep_supervision=True):
-        kwargs = dict(configuration_manager.network_arch_init_kwargs)
-        kwargs["akorn"] = (kwargs.get("akorn") or {}) if cls.use_akorn else None
-        kwargs["pinn"] = (kwargs.get("pinn") or {}) if cls.use_pinn else None
-        return MaskedWaveFormer(num_input_channels, num_output_channels, enable_deep_supervision, **kwargs)
+        return MaskedWaveFormer(num_input_channels, num_output_channels, enable_deep_supervision,
+                                **cls.network_kwargs(configuration_manager))
 
     def initialize(self):
         super().initialize()

@@ -98,11 +98,17 @@ class AneurysmWaveFormerTrainer(AneurysmTrainerBase):
     metadata_dropout = 0.2  # share of training samples that see the unknown metadata vector (``dropped_out``)
 
     @classmethod
-    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
-                                   num_output_channels, enable_deep_supervision=True):
+    def network_kwargs(cls, configuration_manager) -> dict:
+        """The plans' network arguments with AKOrN and the PINN head on or off as this trainer class says."""
         kwargs = dict(configuration_manager.network_arch_init_kwargs)
         kwargs["akorn"] = (kwargs.get("akorn") or {}) if cls.use_akorn else None
         kwargs["pinn"] = (kwargs.get("pinn") or {}) if cls.use_pinn else None
+        return kwargs
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
+                                   num_output_channels, enable_deep_supervision=True):
+        kwargs = cls.network_kwargs(configuration_manager)
         return get_network_from_plans(configuration_manager.network_arch_class_name, kwargs,
                                       configuration_manager.network_arch_init_kwargs_req_import,
                                       num_input_channels, num_output_channels, allow_init=True,
