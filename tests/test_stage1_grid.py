@@ -9,7 +9,7 @@ from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPre
 
 from nnunet_aneurysm.geometry import Geometry
 from nnunet_aneurysm.inference.nnunet_io import nnunet_properties
-from nnunet_aneurysm.inference.stage1 import VesselPrediction, preprocessed_grid, resample_channels
+from nnunet_aneurysm.inference.stage1 import VesselPrediction, labels_at_threshold, preprocessed_grid, resample_channels
 from tests.tiny_plans import plans_manager
 
 
@@ -97,3 +97,22 @@ def test_one_channel_resamples_to_one_channel():
     grid = Geometry(np.zeros(3), np.eye(3)[0], np.eye(3)[1], (1.0, 1.0, 1.0))
     out = resample_channels(np.ones((1, 4, 5, 6), np.float32), grid, grid, (4, 5, 6))
     assert out.shape == (1, 4, 5, 6) and np.allclose(out, 1.0)
+
+
+def test_on_grid_reads_only_the_roi_part_of_stage1_grid_and_gives_what_the_whole_grid_gives():
+    """The crop (the pipeline's memory peak was the whole grid's 14 channels copied) changes no value: an oblique,
+    finer ROI that sticks out of stage 1's grid gets what resampling the whole grid gives."""
+    rng = np.random.default_rng(0)
+    grid = Geometry(np.array([-3.0, 2.0, 1.0]), np.eye(3)[0], np.eye(3)[1], (1.7, 1.3, 1.3))
+    probabilities = rng.dirichlet(np.ones(14), size=(30, 32, 34)).transpose(3, 0, 1, 2).astype(np.float32)
+    prediction = VesselPrediction(probabilities, grid)
+    angle = 0.3
+    row, col = np.array([np.cos(angle), np.sin(angle), 0.0]), np.array([-np.sin(angle), np.cos(angle), 0.0])
+    roi = Geometry(np.array([20.0, 10.0, 30.0]), row, col, (0.9, 0.8, 0.7))  # its far corner lies outside
+    shape = (40, 44, 48)
+    vessel, labels = prediction.on_grid(roi, shape, 0.4)
+    channels = np.concatenate([prediction.vessel_probability[None], probabilities[1:]])
+    whole = resample_channels(channels, grid, roi, shape)
+    assert 0 < (whole[0] == 0).mean() < 0.9  # partly outside stage 1's grid
+    assert np.abs(vessel - whole[0]).max() < 1e-6
+    assert (labels == labels_at_threshold(whole[0], whole[1:], 0.4)).all()
