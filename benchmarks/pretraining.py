@@ -70,7 +70,13 @@ def train(run: Runner, dataset_id: int, configuration: str, fold, trainer: str, 
 
 
 def heads_submission(workdir: Path, folder: Path, folds: list[int], uids: list[str]) -> pd.DataFrame:
-    """The stage-2 heads' 14 probabilities (mean over fold models, flip TTA) of the held-out series' saved ROIs."""
+    """The stage-2 heads' 14 probabilities (mean over fold models, flip TTA) of the held-out series' saved ROIs;
+    kept in the model folder, so a rerun with more variants reads them back."""
+    cached = folder / f"heldout_heads_folds_{'_'.join(map(str, folds))}.csv"
+    if cached.is_file():
+        table = pd.read_csv(cached, dtype={ID_COLUMN: str})
+        if table[ID_COLUMN].tolist() == list(uids):
+            return table
     from nnunet_aneurysm.geometry import geometry_of
     from nnunet_aneurysm.inference.stage2 import Stage2Model
 
@@ -87,6 +93,7 @@ def heads_submission(workdir: Path, folder: Path, folds: list[int], uids: list[s
         prediction = model.predict([sitk.GetArrayFromImage(i).astype(np.float32) for i in images],
                                    geometry_of(images[0]), metadata)
         rows.append({ID_COLUMN: uid, **dict(zip(SUBMISSION_COLUMNS, map(float, prediction.series)))})
+    pd.DataFrame(rows).to_csv(cached, index=False)
     return pd.DataFrame(rows)
 
 
