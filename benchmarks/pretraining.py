@@ -71,9 +71,10 @@ def train(run: Runner, dataset_id: int, configuration: str, fold, trainer: str, 
 
 def heads_submission(workdir: Path, folder: Path, folds: list[int], uids: list[str]) -> pd.DataFrame:
     """The stage-2 heads' 14 probabilities (mean over fold models, flip TTA) of the held-out series' saved ROIs;
-    kept in the model folder, so a rerun with more variants reads them back."""
+    kept in the model folder, so a rerun with more variants reads them back (unless a fold model is newer)."""
     cached = folder / f"heldout_heads_folds_{'_'.join(map(str, folds))}.csv"
-    if cached.is_file():
+    newest_model = max((folder / f"fold_{fold}" / "checkpoint_final.pth").stat().st_mtime for fold in folds)
+    if cached.is_file() and cached.stat().st_mtime > newest_model:
         table = pd.read_csv(cached, dtype={ID_COLUMN: str})
         if table[ID_COLUMN].tolist() == list(uids):
             return table
