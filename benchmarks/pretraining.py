@@ -17,7 +17,8 @@ On a finished demo (``--workdir``, e.g. one repeat of ``benchmarks/accuracy.py``
    fine-tuning within the from-scratch stage-2 seconds (measured: the pretraining's seconds, and the demo's
    seconds per epoch);
 6. with ``--control-epochs N``, stage 2 from scratch for N epochs: a variant fine-tuned for N epochs paired
-   against it shows what its starting point is worth apart from the epochs its pretraining took;
+   against it shows what its starting point is worth apart from the epochs its pretraining took (a variant
+   with other fine-tuning epochs differs from it in those epochs too);
 7. the held-out ROIs the demo saved, read by each variant's fold models (flip TTA): the stage-2 heads' weighted and
    'Aneurysm Present' AUC with bootstrap intervals, and the paired interval of each variant minus from-scratch.
 
@@ -49,6 +50,7 @@ from nnunet_aneurysm.stages import ARTERY_CHANNEL, CPU_CONFIGURATION, FILE_ENDIN
 VESSEL_ROI_ID, STAGE1_LABELLED_ROI_ID = 104, 105
 VESSEL_ROI_DATASET = dataset_name(VESSEL_ROI_ID, "RSNAVesselsROI")
 STAGE1_LABELLED_ROI_DATASET = dataset_name(STAGE1_LABELLED_ROI_ID, "RSNAVesselsROI")
+STAGE1_VARIANT = "vessel + stage 1"
 VESSEL_PRETRAINER, MASKED_PRETRAINER = "AneurysmWaveFormerVesselPretrainer", "AneurysmWaveFormerMaskedPretrainer"
 
 
@@ -87,8 +89,9 @@ def vessel_roi_dataset(run: Runner, dataset_id: int, dataset: str, stage1_labels
 
 def stage1_label_dice(raw: Path, dataset: str) -> float:
     """Stage 1's out-of-fold artery labels (the ROI dataset's artery channel) against the ground truth of the
-    vessel ROI dataset ``dataset`` on its ground-truth cases, aggregated as ``artery_dice``: how good the
-    labels ``--stage1-labels`` trains on are."""
+    vessel ROI dataset ``dataset`` on its ground-truth cases (per artery: mean over those cases, NaN where neither
+    has it; then mean over arteries; all cases at once, not per fold): how good the labels ``--stage1-labels``
+    trains on are."""
     sources = pd.read_csv(raw / dataset / "label_sources.csv", dtype={"case_id": str})
     per_artery = []
     for case in sources.loc[sources["labels"] == "ground truth", "case_id"]:
@@ -105,7 +108,8 @@ def stage1_label_dice(raw: Path, dataset: str) -> float:
 
 def artery_dice(summary: Path, cases: set[str] | None = None) -> float:
     """nnU-Net's foreground-mean Dice of a validation summary (per artery: mean over cases, NaN where neither
-    reference nor prediction has it; then mean over arteries), over ``cases`` only when given."""
+    reference nor prediction has it; then mean over arteries), over ``cases`` only when given. Unlike nnU-Net's,
+    an artery in none of the cases is left out rather than making the mean NaN."""
     per_case = json.loads(summary.read_text())["metric_per_case"]
     if cases is not None:
         per_case = [c for c in per_case if Path(c["reference_file"]).name.split(".nii")[0] in cases]
@@ -113,6 +117,11 @@ def artery_dice(summary: Path, cases: set[str] | None = None) -> float:
     with warnings.catch_warnings():  # an artery in no reference and no prediction of these cases: NaN, left out
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(np.nanmean([np.nanmean([c["metrics"][k]["Dice"] for c in per_case]) for k in labels]))
+
+
+def finetune_configuration(variant: str) -> str:
+    """The stage-2 configuration a variant fine-tunes in: a name nnU-Net can use as a folder (no spaces)."""
+    return "3d_cpu_finetune_" + variant.replace(" + ", "_").replace(" ", "")
 
 
 def train(run: Runner, dataset_id: int, configuration: str, fold, trainer: str, pretrained: Path | None = None,
@@ -154,13 +163,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True, help="a finished demo")
     parser.add_argument("--pretrain-epochs", type=int, default=15)
-    parser.add_argument("--variants", nargs="+", default=["vessel", "masked", "both"])
+    parser.add_argument("--variants", nargs="+", default=["vessel", "masked", "both"],
+                        choices=["vessel", "masked", "both", STAGE1_VARIANT])
     parser.add_argument("--stage1-labels", action="store_true",
                         help="also 'vessel + stage 1': vessel pretraining on every training ROI, stage 1's out-of-fold "
                              "arteries where there is no ground truth")
     parser.add_argument("--control-epochs", type=int,
-                        help="also stage 2 from scratch for this many epochs (the variants' fine-tuning epochs), each "
-                             "variant paired against it: what pretraining adds beyond the epochs it takes away")
+                        help="also stage 2 from scratch for this many epochs (one control, e.g. the vessel variant's "
+                             "fine-tuning epochs), each variant paired against it: what pretraining adds beyond the "
+                             "epochs it takes away")
     parser.add_argument("--bootstrap", type=int, default=1000)
     args = parser.parse_args()
     workdir = args.workdir.resolve()
@@ -177,14 +188,18 @@ def main():
     if {"vessel", "both"} & set(args.variants):
         vessel_roi_dataset(run, VESSEL_ROI_ID, VESSEL_ROI_DATASET, False, args.pretrain_epochs)
     if args.stage1_labels:
+        args.variants.append(STAGE1_VARIANT)
+    args.variants = list(dict.fromkeys(args.variants))  # each once
+    label_dice = None
+    if STAGE1_VARIANT in args.variants:
         vessel_roi_dataset(run, STAGE1_LABELLED_ROI_ID, STAGE1_LABELLED_ROI_DATASET, True, args.pretrain_epochs)
+        label_dice = stage1_label_dice(raw, STAGE1_LABELLED_ROI_DATASET)
         print(f"stage 1's out-of-fold artery labels against the ground truth on its ROI crops: artery Dice "
-              f"{stage1_label_dice(raw, STAGE1_LABELLED_ROI_DATASET):.3f}")
-        args.variants.append("vessel + stage 1")
+              f"{label_dice:.3f}")
     stages = {"vessel": (VESSEL_ROI_ID, CPU_CONFIGURATION, VESSEL_PRETRAINER, None),
               "masked": (STAGE2_ID, "3d_cpu_masked", MASKED_PRETRAINER, None),
               "both": (VESSEL_ROI_ID, "3d_cpu_after_masked", VESSEL_PRETRAINER, "masked"),
-              "vessel + stage 1": (STAGE1_LABELLED_ROI_ID, CPU_CONFIGURATION, VESSEL_PRETRAINER, None)}
+              STAGE1_VARIANT: (STAGE1_LABELLED_ROI_ID, CPU_CONFIGURATION, VESSEL_PRETRAINER, None)}
     for name in stages:
         if name not in args.variants and not (name == "masked" and "both" in args.variants):
             continue
@@ -211,7 +226,7 @@ def main():
     budget = {}
     for name in args.variants:
         fine_epochs = max(1, int((scratch_seconds - pretrain_seconds[name]) / (per_epoch * len(folds))))
-        configuration = f"3d_cpu_finetune_{name.replace(' + ', '_').replace(' ', '')}"
+        configuration = finetune_configuration(name)
         folder = model_folder(run.env, STAGE2_DATASET, STAGE2, configuration)
         add_configuration(run, STAGE2_DATASET, configuration, fine_epochs)
         for fold in folds:
@@ -245,6 +260,8 @@ def main():
                 row.update({f"{k} minus control": (round(d.difference, 3), round(d.low, 3), round(d.high, 3),
                                                    d.verdict) for k, d in paired.items()})
             row.update(budget[name], artery_dice=dice.get(name))
+            if name == STAGE1_VARIANT:
+                row["stage1_labels_artery_dice"] = label_dice
         rows.append(row)
     pd.set_option("display.width", 250)
     print(f"\nstage-2 heads on {len(uids)} held-out series; from scratch: {scratch_seconds:.0f} s of stage-2 training "

@@ -44,17 +44,24 @@ print(json.dumps({"grown": peak - before, "voxels": image.size, "grid": list(ves
 """
 
 
-def _grown(pipeline, shape) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(pipeline), json.dumps(shape)], capture_output=True,
-                          text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def _grown(pipeline, shape, repeats: int = 2) -> dict:
+    """The child's measurement with the least growth of ``repeats`` runs: the peak of one run varies by up to
+    ~75 MB (allocator and thread timing; measured 0.35-0.42 GB at 128 x 128 x 100), the least is what the step
+    needs."""
+    runs = []
+    for _ in range(repeats):
+        proc = subprocess.run([sys.executable, "-c", CHILD, str(pipeline), json.dumps(shape)], capture_output=True,
+                              text=True, check=True)
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return min(runs, key=lambda run: run["grown"])
 
 
 def test_stage1_and_roi_memory_grows_a_few_bytes_per_scan_voxel(quick_demo):
-    """The same head at 128 x 128 x 100 and 256 x 256 x 200: stage 1's own grid is the same (it follows the
-    millimetres), so the difference in peak memory is what each scan voxel costs."""
+    """The same head at 128 x 128 x 100 and 320 x 320 x 250: stage 1's own grid is the same (it follows the
+    millimetres), so the difference in peak memory is what each scan voxel costs (24 M voxels apart, so the
+    run-to-run noise is a few bytes per voxel at most, the 14-class export 56)."""
     pipeline = quick_demo / "pipeline" / "pipeline.json"
-    small, large = _grown(pipeline, [100, 128, 128]), _grown(pipeline, [200, 256, 256])
+    small, large = _grown(pipeline, [100, 128, 128]), _grown(pipeline, [250, 320, 320])
     assert large["grid"] == small["grid"] and large["grid"][0] == 14 and large["grid"][1:] != large["scan"]
     slope = (large["grown"] - small["grown"]) / (large["voxels"] - small["voxels"])
     assert slope < BYTES_PER_VOXEL_LIMIT, (slope, small, large)

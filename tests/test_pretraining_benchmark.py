@@ -41,10 +41,21 @@ def test_stage1_labels_are_scored_against_the_ground_truth_of_the_ground_truth_c
     truth[0, :2], truth[1] = 1, 5
     stage1 = truth.copy()
     stage1[1, :, :2] = 0  # half of artery 5 missed: Dice 2/3 for it, 1 for artery 1
-    for case, label in (("a", stage1), ("b", np.zeros_like(truth))):
+    small = np.zeros_like(truth)
+    small[3, 0, 0] = 5  # one voxel of artery 5, found: Dice 1 in a case where artery 1 is absent from both
+    for case, label, reference in (("a", stage1, truth), ("c", small, small), ("b", np.zeros_like(truth), truth)):
         sitk.WriteImage(sitk.GetImageFromArray(label), str(raw / STAGE2_DATASET / "imagesTr" /
                                                               channel_file(case, ARTERY_CHANNEL)))
-        sitk.WriteImage(sitk.GetImageFromArray(truth), str(raw / dataset / "labelsTr" / f"{case}{FILE_ENDING}"))
-    pd.DataFrame({"case_id": ["a", "b"], "labels": ["ground truth", "stage 1"]}).to_csv(
+        sitk.WriteImage(sitk.GetImageFromArray(reference), str(raw / dataset / "labelsTr" / f"{case}{FILE_ENDING}"))
+    pd.DataFrame({"case_id": ["a", "c", "b"], "labels": ["ground truth", "ground truth", "stage 1"]}).to_csv(
         raw / dataset / "label_sources.csv", index=False)
-    assert np.isclose(stage1_label_dice(raw, dataset), (1 + 2 / 3) / 2)  # case b (stage 1's own) left out
+    # artery 1: case a only (1.0); artery 5: mean of case a's 2/3 and case c's 1 (pooled voxels would give 9/13);
+    # case b (labelled by stage 1 itself) left out
+    assert np.isclose(stage1_label_dice(raw, dataset), (1 + (2 / 3 + 1) / 2) / 2)
+
+
+def test_fine_tuning_configurations_are_folder_names_one_per_variant():
+    from pretraining import STAGE1_VARIANT, finetune_configuration
+
+    names = [finetune_configuration(v) for v in ("vessel", "masked", "both", STAGE1_VARIANT)]
+    assert len(set(names)) == 4 and all(" " not in n and "+" not in n for n in names)
