@@ -72,8 +72,8 @@ class VesselPrediction:
 
     @property
     def vessel_probability(self) -> np.ndarray:
-        """P(any artery) = 1 - P(background), [k, j, i] on stage 1's grid."""
-        return 1.0 - self.probabilities[0]
+        """P(any artery), [k, j, i] on stage 1's grid."""
+        return any_artery(self.probabilities[0])
 
     def artery_labels(self, vessel_threshold: float) -> np.ndarray:
         """uint8 [k, j, i]: each voxel of the union vessel mask (vessel probability >= ``vessel_threshold``,
@@ -90,12 +90,17 @@ class VesselPrediction:
         if crop is None:
             return np.zeros(tuple(shape), np.float32), np.zeros(tuple(shape), np.uint8)
         part = self.probabilities[(slice(None), *crop[0])]
-        on = resample_channels(np.concatenate([1.0 - part[:1], part[1:]]), crop[1], geometry, shape)
+        on = resample_channels(np.concatenate([any_artery(part[:1]), part[1:]]), crop[1], geometry, shape)
         return on[0], labels_at_threshold(on[0], on[1:], vessel_threshold)
 
     def vessel_probability_on(self, geometry: Geometry, shape) -> np.ndarray:
         """P(any artery) on another grid (the scan's, to score against labels drawn there): 4 bytes a voxel."""
         return resample_channels(self.vessel_probability[None], self.geometry, geometry, shape)[0]
+
+
+def any_artery(background: np.ndarray) -> np.ndarray:
+    """P(any artery) = 1 - P(background): stage 1's vessel probability, wherever it is taken."""
+    return 1.0 - background
 
 
 def labels_at_threshold(vessel_probability: np.ndarray, artery_probabilities: np.ndarray,
