@@ -1,5 +1,6 @@
 """Does pretraining stage 2's network pay, at the same total wall time? From scratch (the demo's stage 2) against
-vessel-pretrained, masked-pretrained and both, each fine-tuned through stock ``nnUNetv2_train -pretrained_weights``.
+vessel-pretrained, masked-pretrained (SparK; MiM) and both, each fine-tuned through stock ``nnUNetv2_train
+-pretrained_weights``.
 
 On a finished demo (``--workdir``, e.g. one repeat of ``benchmarks/accuracy.py``):
 
@@ -8,6 +9,8 @@ On a finished demo (``--workdir``, e.g. one repeat of ``benchmarks/accuracy.py``
    fold of stage 2's splits (its validation artery Dice on the fold's other half is printed: held-out ROI crops);
 2. masked pretraining: ``AneurysmWaveFormerMaskedPretrainer`` on the stage-2 ROI dataset's images, each fold;
 3. both: the vessel pretrainer of fold k started from the masked checkpoint of fold k;
+   "MiM" (``--variants ... MiM``): ``AneurysmWaveFormerMiMPretrainer`` on the same images (MiM's two levels and
+   its cross-level alignment; each step two passes, so fewer fine-tuning epochs fit);
 4. with ``--stage1-labels``, "vessel + stage 1": vessel pretraining on EVERY training ROI, those without
    ground-truth vessels labelled with stage 1's out-of-fold arteries (``vessel-roi-dataset --stage1-labels``);
    its artery Dice is scored on the ground-truth-labelled validation cases only;
@@ -52,6 +55,7 @@ VESSEL_ROI_DATASET = dataset_name(VESSEL_ROI_ID, "RSNAVesselsROI")
 STAGE1_LABELLED_ROI_DATASET = dataset_name(STAGE1_LABELLED_ROI_ID, "RSNAVesselsROI")
 STAGE1_VARIANT = "vessel + stage 1"
 VESSEL_PRETRAINER, MASKED_PRETRAINER = "AneurysmWaveFormerVesselPretrainer", "AneurysmWaveFormerMaskedPretrainer"
+MIM_PRETRAINER = "AneurysmWaveFormerMiMPretrainer"
 
 
 def add_configuration(run: Runner, dataset: str, name: str, epochs: int) -> None:
@@ -164,7 +168,7 @@ def main():
     parser.add_argument("--workdir", type=Path, required=True, help="a finished demo")
     parser.add_argument("--pretrain-epochs", type=int, default=15)
     parser.add_argument("--variants", nargs="+", default=["vessel", "masked", "both"],
-                        choices=["vessel", "masked", "both", STAGE1_VARIANT])
+                        choices=["vessel", "masked", "both", STAGE1_VARIANT, "MiM"])
     parser.add_argument("--stage1-labels", action="store_true",
                         help="also 'vessel + stage 1': vessel pretraining on every training ROI, stage 1's out-of-fold "
                              "arteries where there is no ground truth")
@@ -199,6 +203,7 @@ def main():
     stages = {"vessel": (VESSEL_ROI_ID, CPU_CONFIGURATION, VESSEL_PRETRAINER, None),
               "masked": (STAGE2_ID, "3d_cpu_masked", MASKED_PRETRAINER, None),
               "both": (VESSEL_ROI_ID, "3d_cpu_after_masked", VESSEL_PRETRAINER, "masked"),
+              "MiM": (STAGE2_ID, "3d_cpu_mim", MIM_PRETRAINER, None),
               STAGE1_VARIANT: (STAGE1_LABELLED_ROI_ID, CPU_CONFIGURATION, VESSEL_PRETRAINER, None)}
     for name in stages:
         if name not in args.variants and not (name == "masked" and "both" in args.variants):

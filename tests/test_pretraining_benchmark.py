@@ -57,5 +57,5 @@ def test_stage1_labels_are_scored_against_the_ground_truth_of_the_ground_truth_c
 def test_fine_tuning_configurations_are_folder_names_one_per_variant():
     from pretraining import STAGE1_VARIANT, finetune_configuration
 
-    names = [finetune_configuration(v) for v in ("vessel", "masked", "both", STAGE1_VARIANT)]
-    assert len(set(names)) == 4 and all(" " not in n and "+" not in n for n in names)
+    names = [finetune_configuration(v) for v in ("vessel", "masked", "both", STAGE1_VARIANT, "MiM")]
+    assert len(set(names)) == 5 and all(" " not in n and "+" not in n for n in names)

@@ -242,8 +242,9 @@ def test_seeded_runs_repeat_their_first_iterations(roi_env):
 
 
 def test_pretrained_checkpoints_fine_tune_through_stock_nnunet(roi_env):
-    """Vessel pretraining (the ROIs labelled with their ground-truth arteries) and masked pretraining run as stock
-    nnUNetv2_train; stage 2's trainer starts from each with stock -pretrained_weights (every key loaded)."""
+    """Vessel pretraining (the ROIs labelled with their ground-truth arteries), masked pretraining (SparK) and
+    MiM run as stock nnUNetv2_train; stage 2's trainer starts from each with stock -pretrained_weights (every
+    key loaded)."""
     from nnunet_aneurysm.inference.vessel_roi_dataset import build_vessel_roi_dataset
 
     raw = Path(roi_env["nnUNet_raw"])
@@ -268,17 +269,23 @@ def test_pretrained_checkpoints_fine_tune_through_stock_nnunet(roi_env):
     masked = _results(roi_env, ROI_DATASET, "AneurysmWaveFormerMaskedPretrainer", STAGE2.plans)
     weights = _checkpoint(masked / "fold_0" / "checkpoint_final.pth")["network_weights"]
     assert any(k.startswith("masked_pretraining.") for k in weights)
+    _train(roi_env, "AneurysmWaveFormerMiMPretrainer", "0")
+    mim = _results(roi_env, ROI_DATASET, "AneurysmWaveFormerMiMPretrainer", STAGE2.plans)
+    checkpoint = _checkpoint(mim / "fold_0" / "checkpoint_final.pth")
+    assert any(k.startswith("masked_pretraining.alignment.") for k in checkpoint["network_weights"])
+    assert 0.0 <= checkpoint["logging"]["alignment_accuracy"][0] <= 1.0  # logged per epoch
+    folders = {"vessel": vessel, "masked": masked, "MiM": mim}
     pretrained = {name: _checkpoint(folder / "fold_0" / "checkpoint_final.pth")["network_weights"]
-                  for name, folder in (("vessel", vessel), ("masked", masked))}
+                  for name, folder in folders.items()}
     for name in pretrained:
         _add_configuration(roi_env, f"3d_cpu_finetune_{name}", {"num_epochs": 1})
         proc = run_cli(["nnUNetv2_train", str(ROI_ID), f"3d_cpu_finetune_{name}", "1", "-tr", STAGE2.trainer, "-p",
                         STAGE2.plans, "-device", "cpu", "-pretrained_weights",
-                        str((vessel if name == "vessel" else masked) / "fold_0" / "checkpoint_final.pth")], roi_env)
+                        str(folders[name] / "fold_0" / "checkpoint_final.pth")], roi_env)
         assert "Loading pretrained weights" in proc.stdout
         tuned = _checkpoint(_results(roi_env, ROI_DATASET, STAGE2.trainer, STAGE2.plans, f"3d_cpu_finetune_{name}")
                             / "fold_1" / "checkpoint_final.pth")["network_weights"]
-        other = "masked" if name == "vessel" else "vessel"
         for key in ("stem.0.weight", "downs.0.mix.0.weight"):  # the encoder the pretraining taught
             own = (tuned[key] - pretrained[name][key]).norm()
-            assert own < 0.5 * (tuned[key] - pretrained[other][key]).norm(), (name, key)  # it started from its own
+            for other in set(pretrained) - {name}:  # it started from its own
+                assert own < 0.5 * (tuned[key] - pretrained[other][key]).norm(), (name, other, key)

@@ -7,6 +7,7 @@ require_supported_nnunetv2()  # before nnunetv2 is imported: one line instead of
 from nnunet_aneurysm.trainers.base import AneurysmScheduledNNUNetTrainer, AneurysmTrainerBase  # noqa: E402
 from nnunet_aneurysm.trainers.pretraining import (  # noqa: E402
     AneurysmWaveFormerMaskedPretrainer,
+    AneurysmWaveFormerMiMPretrainer,
     AneurysmWaveFormerVesselPretrainer,
 )
 from nnunet_aneurysm.trainers.segformer3d import AneurysmSegFormer3DTrainer  # noqa: E402
@@ -21,4 +22,4 @@ from nnunet_aneurysm.trainers.waveformer import (  # noqa: E402
 __all__ = ["AneurysmTrainerBase", "AneurysmScheduledNNUNetTrainer", "AneurysmSegFormer3DTrainer",
            "AneurysmWaveFormerTrainer", "AneurysmWaveFormerBaselineTrainer", "AneurysmWaveFormerAKOrNTrainer",
            "AneurysmWaveFormerPINNTrainer", "AneurysmWaveFormerAUCMTrainer", "AneurysmWaveFormerVesselPretrainer",
-           "AneurysmWaveFormerMaskedPretrainer"]
+           "AneurysmWaveFormerMaskedPretrainer", "AneurysmWaveFormerMiMPretrainer"]

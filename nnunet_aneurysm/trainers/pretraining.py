@@ -10,6 +10,8 @@ same shape: both trainers build the plans' WaveFormer, AKOrN and PINN head inclu
   the aneurysm locations are.
 * ``AneurysmWaveFormerMaskedPretrainer``: masked-volume pretraining (``networks/masking.py``, SparK for
   WaveFormer) on the ROI dataset's images; no label is read.
+* ``AneurysmWaveFormerMiMPretrainer``: the same with MiM's two levels (a hidden cell zoomed in and masked
+  again) and its cross-level alignment (``networks/masking.py``).
 
 Under DDP every parameter gets a gradient on every step (parts the pretext task does not use enter with
 weight zero), as the stage-2 trainer's steps do.
@@ -20,7 +22,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nnunet_aneurysm.networks.masking import MaskedWaveFormer, block_visibility, masked_reconstruction_loss
+from nnunet_aneurysm.networks.masking import (
+    MaskedWaveFormer,
+    block_visibility,
+    mask_in_mask_loss,
+    masked_reconstruction_loss,
+)
 from nnunet_aneurysm.stages import ARTERY_CHANNEL, VESSEL_CHANNEL
 from nnunet_aneurysm.trainers.distributed import zero_term
 from nnunet_aneurysm.trainers.waveformer import AneurysmWaveFormerTrainer
@@ -74,7 +81,9 @@ class AneurysmWaveFormerMaskedPretrainer(AneurysmWaveFormerTrainer):
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._masked_loss(data, batch.get("keys", [""] * len(data)))
         self.backward_and_step(loss)
-        return {"loss": loss.detach().cpu().numpy(), "loss_seg": float(loss.detach())}
+        return {"loss": loss.detach().cpu().numpy(), "loss_seg": float(loss.detach()), **self._parts}
+
+    _parts: dict = {}  # the last step's loss terms, for subclasses that log them
 
     @torch.no_grad()
     def validation_step(self, batch: dict) -> dict:
@@ -89,3 +98,32 @@ class AneurysmWaveFormerMaskedPretrainer(AneurysmWaveFormerTrainer):
     def perform_actual_validation(self, save_probabilities: bool = False):
         self.print_to_log_file("masked-volume pretraining: no segmentation to validate (the reconstruction loss "
                                "of the validation cases is logged per epoch)")
+
+
+class AneurysmWaveFormerMiMPretrainer(AneurysmWaveFormerMaskedPretrainer):
+    """MiM (Mask in Mask): level 1 the ROI patch with half its 16-voxel cells hidden; level 2 one of those hidden
+    cells zoomed in to a cube of the patch's shortest side, 60 % of its blocks hidden (MiM's level ratios 0.5 and
+    0.6); loss = both levels' hidden-voxel reconstruction + 0.1 x the cross-level alignment (MiM's weights).
+    Each step runs the network twice (level 2 at 48^3 in the demo: ~1.75 passes of the 48 x 48 x 64 patch)."""
+
+    mask_ratio, level2_mask_ratio = 0.5, 0.6
+    alignment_weight = 0.1
+    alignment_temperature = 0.1  # ours: cosine logits over the cells (MiM's CE mode divides by 1)
+    extra_metrics = ("loss_seg", "loss_level1", "loss_level2", "loss_alignment", "alignment_accuracy",
+                     "metadata_missing")
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
+                                   num_output_channels, enable_deep_supervision=True):
+        return MaskedWaveFormer(num_input_channels, num_output_channels, enable_deep_supervision, alignment=True,
+                                **cls.network_kwargs(configuration_manager))
+
+    def _masked_loss(self, data: torch.Tensor, keys) -> torch.Tensor:
+        data = data.clone()
+        data[:, list(STAGE1_CHANNELS)] = 0  # zero before zooming: the artery ids are not interpolated
+        metadata = torch.from_numpy(self.metadata.lookup(keys)).to(self.device)
+        loss, self._parts = mask_in_mask_loss(
+            self.network, data, metadata, self.mask_generator, self.mask_block,
+            (self.mask_ratio, self.level2_mask_ratio), self.alignment_weight, self.alignment_temperature,
+            self.plain_network().masked_pretraining.alignment)
+        return loss + zero_term(self.plain_network()).to(data.device)
