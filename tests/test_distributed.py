@@ -1,8 +1,9 @@
 """Our trainers' steps under nnU-Net's multi-GPU training: two CPU processes (gloo), each trainer's network in
 ``DistributedDataParallel(find_unused_parameters=False)`` as nnU-Net wraps it, several of the trainer's own
-``train_step``s, one of them without a vessel lumen and one whose physics loss is not finite. Before: a
-two-process run crashed at the forward after a skipped physics term ("Expected to have finished reduction").
-Afterwards every rank must hold the same network and the same loss state."""
+``train_step``s, one of them without a vessel lumen and one whose physics loss is not finite, and MiM's
+pretraining steps (two forwards through DDP, the alignment projector outside it). Before: a two-process run
+crashed at the forward after a skipped physics term ("Expected to have finished reduction"). Afterwards every
+rank must hold the same network and the same loss state."""
 
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ from nnunet_aneurysm.losses.balancing import BALANCERS
 from nnunet_aneurysm.losses.sparse_targets import SparseTargetLoss
 from nnunet_aneurysm.losses.tversky import TverskyCELoss
 from nnunet_aneurysm.metadata import METADATA_DIM, MetadataTable
+from nnunet_aneurysm.networks.masking import MaskedWaveFormer
 from nnunet_aneurysm.networks.segformer3d import SegFormer3D
 from nnunet_aneurysm.networks.waveformer import WaveFormer, cpu_config
 from nnunet_aneurysm.trainers import waveformer as stage2_trainers
 from nnunet_aneurysm.trainers.distributed import sum_across_ranks
+from nnunet_aneurysm.trainers.pretraining import AneurysmWaveFormerMiMPretrainer
 from nnunet_aneurysm.trainers.segformer3d import AneurysmSegFormer3DTrainer
 from nnunet_aneurysm.trainers.waveformer import CLASS_LOSSES, AneurysmWaveFormerAUCMTrainer, AneurysmWaveFormerTrainer
 
@@ -121,6 +124,17 @@ def _worker(rank: int, store: str, results: dict) -> None:
                      "target": [target[..., ::round(1 / s), ::round(1 / s), ::round(1 / s)] for s in scales]}
             trainer.train_step(batch)
         results[f"AneurysmSegFormer3DTrainer:{rank}"] = _same_on_every_rank(_flat(plain.parameters()))
+        plain = MaskedWaveFormer(3, 14, True, alignment=True, **cpu_config(), akorn={"grid": 2}, pinn={},
+                                 classification_outputs=14, metadata_dim=METADATA_DIM, artery_channel=2)
+        trainer = _stage2_trainer(AneurysmWaveFormerMiMPretrainer,
+                                  DistributedDataParallel(plain, find_unused_parameters=False))
+        trainer.mask_generator = torch.Generator().manual_seed(rank)  # each rank its own masks
+        trainer.optimizer = torch.optim.AdamW(plain.parameters(), 1e-3)
+        for step in range(2):
+            g = torch.Generator().manual_seed(10 * rank + step)
+            out = trainer.train_step({"data": torch.randn(2, 3, 32, 32, 32, generator=g), "keys": [f"case{rank}", "x"]})
+            assert np.isfinite(out["loss"]) and 0 <= out["alignment_accuracy"] <= 1
+        results[f"AneurysmWaveFormerMiMPretrainer:{rank}"] = _same_on_every_rank(_flat(plain.parameters()))
         counted = sum_across_ranks(torch.tensor([rank + 1.0, 10.0 * rank], dtype=torch.float64))  # per-rank voxels
         results[f"sum_across_ranks:{rank}"] = counted.tolist() == [3.0, 10.0] and counted.dtype == torch.float64
     finally:
@@ -134,4 +148,4 @@ def test_our_trainers_steps_run_under_ddp_and_keep_the_ranks_equal(tmp_path):
         results = manager.dict()
         mp.spawn(_worker, args=(str(tmp_path / "store"), results), nprocs=2, join=True)
         outcome = dict(results)
-    assert len(outcome) == 8 and all(outcome.values()), outcome
+    assert len(outcome) == 10 and all(outcome.values()), outcome

@@ -17,6 +17,8 @@ from nnunet_aneurysm.networks.masking import (
     _visible_group_norm,
     block_visibility,
     cell_alignment_loss,
+    cell_features,
+    hidden_cell_mask,
     hidden_cells,
     mask_in_mask_loss,
     masked_reconstruction_loss,
@@ -162,16 +164,42 @@ def test_mims_level_two_is_a_cell_level_one_hid_zoomed_in():
         hidden_cells(torch.zeros(1, 1, 20, 32, 32), 16, torch.Generator())
 
 
-def test_the_cell_alignment_loss_is_infonce_over_the_cells():
-    """Against its closed form: the child equal to its cell's feature, the other cells orthogonal to it."""
+def test_the_cell_alignment_loss_is_infonce_over_the_hidden_cells():
+    """Against its closed form: the child equal to its cell's feature, the other cells orthogonal to it; cells
+    that are not candidates (level 1 saw them) count for nothing, however close."""
     cells, temperature = torch.tensor([2, 0]), 0.1
     parent = torch.eye(5, dtype=torch.float64)[None].repeat(2, 1, 1)  # 5 cells, orthonormal features
-    loss, accuracy = cell_alignment_loss(3.0 * parent[torch.arange(2), cells], parent, cells, temperature)
+    every = torch.ones(2, 5, dtype=torch.bool)
+    loss, accuracy = cell_alignment_loss(3.0 * parent[torch.arange(2), cells], parent, cells, every, temperature)
     expected = -math.log(math.exp(1 / temperature) / (math.exp(1 / temperature) + 4))
     assert loss.item() == pytest.approx(expected, rel=1e-5) and accuracy.item() == 1.0
-    wrong, wrong_accuracy = cell_alignment_loss(parent[torch.arange(2), cells], parent, torch.tensor([1, 3]),
+    wrong, wrong_accuracy = cell_alignment_loss(parent[torch.arange(2), cells], parent, torch.tensor([1, 3]), every,
                                                 temperature)
     assert wrong.item() == pytest.approx(1 / temperature + expected, rel=1e-5) and wrong_accuracy.item() == 0.0
+    three = torch.tensor([[False, True, True, True, False], [True, True, False, True, False]])  # right one + 2
+    decoy = parent[torch.arange(2), cells] + 10 * parent[torch.arange(2), torch.tensor([0, 2])]  # near a seen cell
+    restricted, restricted_accuracy = cell_alignment_loss(decoy, parent, cells, three, temperature)
+    cos = 1 / math.sqrt(101)
+    assert restricted.item() == pytest.approx(-math.log(math.exp(cos / temperature) /
+                                                        (math.exp(cos / temperature) + 2)), rel=1e-5)
+    assert restricted_accuracy.item() == 1.0
+
+
+def test_level_ones_cell_features_are_numbered_as_the_zoomed_cells():
+    """The parent feature at index ``cells[b]`` is the mean over the very box ``zoom_into_cells`` enlarged."""
+    features = torch.randn(2, 4, *SHAPE)
+    visible = block_visibility(2, SHAPE, 16, 0.5, torch.Generator().manual_seed(3))
+    cells = hidden_cells(visible, 16, torch.Generator().manual_seed(4))
+    pooled = cell_features(features, 16)
+    assert pooled.shape == (2, 12, 4)
+    for b, cell in enumerate(cells.tolist()):
+        box = [slice(16 * int(i), 16 * int(i) + 16) for i in np.unravel_index(cell, (2, 2, 3))]
+        torch.testing.assert_close(pooled[b, cell], features[b, :, box[0], box[1], box[2]].mean((1, 2, 3)))
+        zoomed = zoom_into_cells(features, cells, 16, 16)  # enlarged by 1: the box itself
+        torch.testing.assert_close(zoomed[b].mean((1, 2, 3)), pooled[b, cell])
+    hidden = hidden_cell_mask(visible, 16)
+    assert hidden.shape == (2, 12) and hidden[torch.arange(2), cells].all()
+    assert hidden.sum(1).tolist() == [6, 6]  # half of the 12 cells
 
 
 def _ramps(generator: torch.Generator, batch: int = 2) -> torch.Tensor:
@@ -183,10 +211,10 @@ def _ramps(generator: torch.Generator, batch: int = 2) -> torch.Tensor:
 
 
 def test_trained_mim_finds_where_a_zoomed_cell_lies_and_fills_in_both_levels():
-    """80 steps of MiM on ramp images: on fresh images, level 2's features pick their own cell among level 1's 12
-    far better than chance (alignment loss well under log 12, where an untrained or alignment-free network
-    stays: 2.19 measured with the alignment weight set to 0), and both levels fill in their hidden voxels better
-    than the visible voxels' mean would."""
+    """80 steps of MiM on ramp images: on fresh images, level 2's features pick their own cell among the 6 that
+    level 1 hid far better than chance (1/6; alignment loss 1.13 against log 6 = 1.79, and 1.46 with accuracy
+    0.40 when the same training runs with the alignment weight set to 0: the ramps alone let an unaligned
+    network guess), and both levels fill in their hidden voxels better than the visible voxels' mean would."""
     torch.manual_seed(0)
     kwargs = {**KWARGS, "akorn": None, "pinn": None}
     network = MaskedWaveFormer(3, 14, False, alignment=True, **kwargs)
@@ -207,6 +235,6 @@ def test_trained_mim_finds_where_a_zoomed_cell_lies_and_fills_in_both_levels():
             fill = (data[:, :1] * visible).sum((2, 3, 4), keepdim=True) / visible.sum((2, 3, 4), keepdim=True)
             mean_fill.append(masked_reconstruction_loss(fill.expand_as(visible), data[:, :1], visible).item())
     mean = {k: float(np.mean([t[k] for t in terms])) for k in terms[0]}
-    assert mean["loss_alignment"] < 0.75 * math.log(12), mean
-    assert mean["alignment_accuracy"] > 3 / 12, mean
+    assert mean["loss_alignment"] < 0.7 * math.log(6), mean
+    assert mean["alignment_accuracy"] > 0.5, mean
     assert max(mean["loss_level1"], mean["loss_level2"]) < 0.5 * np.mean(mean_fill), (mean, np.mean(mean_fill))

@@ -19,8 +19,9 @@ network learns to fill in the hidden image from what it sees:
 MiM (Mask in Mask, Zhuang et al., IEEE TMI 2025), adapted to a total stride of 16 (``mask_in_mask_loss``): level 1
 is the patch as above; level 2 is ONE cell that level 1 hid, zoomed in to a cube the size of the patch's shortest
 side and masked again with blocks of the same voxel count (so 1/3 of a cell a side at the patch's 48 voxels);
-the network fills in both, and a cross-level alignment asks level 2's pooled features to find, among level 1's
-cells, the one they show (InfoNCE over the cells, level 1's side detached: MiM's parent is the target). MiM
+the network fills in both, and a cross-level alignment asks level 2's pooled features to find, among the cells
+level 1 hid, the one they show (InfoNCE over those cells, level 1's side detached: MiM's parent is the target;
+the visible cells are left out, or telling mask-token features from seen ones would pass for alignment). MiM
 zooms into its 16^3 tokens the same way (x6 to 96^3); its parent-child BYOL term (2 - 2 cos, no negatives)
 would collapse through the projector here, where only reconstruction guards it, so the cells are the negatives.
 
@@ -111,10 +112,8 @@ def hidden_cells(visible: torch.Tensor, block: int, generator: torch.Generator) 
     shape = visible.shape[2:]
     if any(s % block for s in shape):
         raise ValueError(f"patch {tuple(shape)} is not whole {block}-voxel cells: MiM needs the network's stride")
-    grid = tuple(s // block for s in shape)
-    hidden = F.adaptive_max_pool3d(1.0 - visible, grid).flatten(1) > 0.5  # cells wholly one or the other
     picks = []
-    for row in hidden:
+    for row in hidden_cell_mask(visible, block):  # cells wholly one or the other
         choices = row.nonzero().flatten().cpu()
         picks.append(choices[torch.randint(len(choices), (1,), generator=generator)])
     return torch.cat(picks).to(visible.device)
@@ -132,13 +131,29 @@ def zoom_into_cells(x: torch.Tensor, cells: torch.Tensor, block: int, size: int)
     return torch.cat(crops)
 
 
+def cell_features(features: torch.Tensor, block: int) -> torch.Tensor:
+    """[B, N, C]: the mean of full-resolution ``features`` [B, C, *patch] over each ``block``-sided cell, cells
+    in the C order ``hidden_cells`` and ``zoom_into_cells`` number them by."""
+    grid = tuple(s // block for s in features.shape[2:])
+    return F.adaptive_avg_pool3d(features, grid).flatten(2).transpose(1, 2)
+
+
 def cell_alignment_loss(child: torch.Tensor, parent_cells: torch.Tensor, cells: torch.Tensor,
-                        temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """InfoNCE over level 1's cells: ``child`` [B, D] (level 2's pooled features) should be nearest, in cosine,
-    to ``parent_cells`` [B, N, D] at index ``cells`` [B] (the cell it shows) among all N. Returns the loss and
-    the share of samples whose nearest cell is the right one (chance 1/N)."""
+                        candidates: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """InfoNCE over level 1's HIDDEN cells: ``child`` [B, D] (level 2's pooled features) should be nearest, in
+    cosine, to ``parent_cells`` [B, N, D] at index ``cells`` [B] (the cell it shows) among the cells
+    ``candidates`` [B, N] (bool) marks. The candidates are the cells level 1 hid: the right one always is, and
+    level 1's features there come from mask tokens, so against every cell "hidden or not" alone would score.
+    Returns the loss and the share of samples whose nearest candidate is the right one (chance 1/candidates)."""
     logits = torch.einsum("bd,bnd->bn", F.normalize(child, dim=1), F.normalize(parent_cells, dim=2)) / temperature
+    logits = logits.masked_fill(~candidates, float("-inf"))
     return F.cross_entropy(logits, cells), (logits.argmax(1) == cells).float().mean()
+
+
+def hidden_cell_mask(visible: torch.Tensor, block: int) -> torch.Tensor:
+    """[B, N] bool: which cells ``visible`` hides (C order)."""
+    grid = tuple(s // block for s in visible.shape[2:])
+    return F.adaptive_max_pool3d(1.0 - visible, grid).flatten(1) > 0.5
 
 
 class MaskedPretrainingParts(nn.Module):
@@ -216,10 +231,9 @@ def mask_in_mask_loss(network: nn.Module, data: torch.Tensor, metadata: torch.Te
     zoomed = zoom_into_cells(data, cells, block, size)
     visible2 = block_visibility(len(data), zoomed.shape[2:], block, mask_ratios[1], generator).to(data.device)
     reconstruction2, child = network(zoomed, metadata=metadata, visible=visible2, return_features=True)
-    grid = tuple(s // block for s in data.shape[2:])
-    parent_cells = F.adaptive_avg_pool3d(parent.detach(), grid).flatten(2).transpose(1, 2)  # MiM: parent = target
+    parent_cells = cell_features(parent.detach(), block)  # MiM: the parent is the target
     alignment, accuracy = cell_alignment_loss(projector(child.mean((2, 3, 4))), projector(parent_cells), cells,
-                                              temperature)
+                                              hidden_cell_mask(visible, block), temperature)
     level1 = masked_reconstruction_loss(reconstruction, data[:, :1], visible)
     level2 = masked_reconstruction_loss(reconstruction2, zoomed[:, :1], visible2)
     parts = {"loss_level1": float(level1.detach()), "loss_level2": float(level2.detach()),
