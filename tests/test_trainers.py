@@ -28,6 +28,7 @@ from tests.conftest import BIN, run_cli
 pytestmark = pytest.mark.integration
 ROI_ID = 903
 ROI_DATASET = "Dataset903_GroundTruthROI"
+VESSEL_CONFIGURATION = "3d_cpu_3mm"
 
 
 def _results(env, dataset: str, trainer: str, plans: str, configuration: str = CPU_CONFIGURATION) -> Path:
@@ -244,7 +245,12 @@ def test_seeded_runs_repeat_their_first_iterations(roi_env):
 def test_pretrained_checkpoints_fine_tune_through_stock_nnunet(roi_env):
     """Vessel pretraining (the ROIs labelled with their ground-truth arteries), masked pretraining (SparK) and
     MiM run as stock nnUNetv2_train; stage 2's trainer starts from each with stock -pretrained_weights (every
-    key loaded)."""
+    key loaded).
+
+    The vessel pretraining learns arteries: 300 steps on 4 generated series' ROI crops (resampled to 3 mm, the
+    detail a 48-voxel series holds) and nnU-Net's own validation on the fold's 4 held-out crops: union artery
+    Dice 0.40 (0.34-0.47 per crop) and the infraclinoid ICAs, the largest arteries, 0.11 and 0.25 (measured;
+    with the image blanked in the pretrainer's batches the same run scores 0.03 and 0.00)."""
     from nnunet_aneurysm.inference.vessel_roi_dataset import build_vessel_roi_dataset
 
     raw = Path(roi_env["nnUNet_raw"])
@@ -259,12 +265,28 @@ def test_pretrained_checkpoints_fine_tune_through_stock_nnunet(roi_env):
     assert blank.max() == 0 and arteries.max() > 0  # the target is the arteries, and they are not in the input
     run_cli(["nnunet-aneurysm", "plan", "-d", "905", "--planner", STAGE2.planner, "--cpu-epochs", "1",
              "--cpu-iterations", "2", "--cpu-val-iterations", "1", "-np", "1"], roi_env)
-    run_cli(["nnUNetv2_preprocess", "-d", "905", "-plans_name", STAGE2.plans, "-c", "3d_fullres", "-np", "1"], roi_env)
-    run_cli(["nnUNetv2_train", "905", CPU_CONFIGURATION, "0", "-tr", "AneurysmWaveFormerVesselPretrainer", "-p",
+    plans_file = Path(roi_env["nnUNet_preprocessed"]) / "Dataset905_RSNAVesselsROI" / f"{STAGE2.plans}.json"
+    plans = json.loads(plans_file.read_text())
+    plans["configurations"][VESSEL_CONFIGURATION] = {  # stage 2's CPU network on 24 x 24 x 32 crops of 3 mm voxels
+        "inherits_from": CPU_CONFIGURATION, "spacing": [3.0, 3.0, 3.0], "patch_size": [24, 24, 32], "batch_size": 4,
+        "data_identifier": f"{STAGE2.plans}_{VESSEL_CONFIGURATION}",
+        "trainer_schedule": {"num_epochs": 12, "num_iterations_per_epoch": 25, "num_val_iterations_per_epoch": 1,
+                             "save_every": 12, "seed": 0}}
+    plans_file.write_text(json.dumps(plans, indent=2))
+    run_cli(["nnUNetv2_preprocess", "-d", "905", "-plans_name", STAGE2.plans, "-c", VESSEL_CONFIGURATION, "-np", "1"],
+            roi_env)
+    run_cli(["nnUNetv2_train", "905", VESSEL_CONFIGURATION, "0", "-tr", "AneurysmWaveFormerVesselPretrainer", "-p",
              STAGE2.plans, "-device", "cpu"], roi_env)
-    vessel = _results(roi_env, "Dataset905_RSNAVesselsROI", "AneurysmWaveFormerVesselPretrainer", STAGE2.plans)
+    vessel = _results(roi_env, "Dataset905_RSNAVesselsROI", "AneurysmWaveFormerVesselPretrainer", STAGE2.plans,
+                      VESSEL_CONFIGURATION)
     summary = json.loads((vessel / "fold_0" / "validation" / "summary.json").read_text())
-    assert 0.0 <= summary["foreground_mean"]["Dice"] <= 1.0  # artery Dice on the fold's held-out ROI crops
+    assert np.mean([summary["mean"][k]["Dice"] for k in ("1", "2")]) >= 0.05, summary["mean"]  # the two ICAs
+    truth = Path(roi_env["nnUNet_preprocessed"]) / "Dataset905_RSNAVesselsROI" / "gt_segmentations"
+    union = []
+    for predicted in sorted((vessel / "fold_0" / "validation").glob("*.nii.gz")):
+        p, t = (sitk.GetArrayFromImage(sitk.ReadImage(str(f))) > 0 for f in (predicted, truth / predicted.name))
+        union.append(2 * (p & t).sum() / (p.sum() + t.sum()))
+    assert len(union) == 4 and np.mean(union) >= 0.25, union  # any artery against background, held-out crops
     _train(roi_env, "AneurysmWaveFormerMaskedPretrainer", "0")
     masked = _results(roi_env, ROI_DATASET, "AneurysmWaveFormerMaskedPretrainer", STAGE2.plans)
     weights = _checkpoint(masked / "fold_0" / "checkpoint_final.pth")["network_weights"]
