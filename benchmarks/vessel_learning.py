@@ -29,6 +29,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_aneurysm.labels import LOCATIONS
 from nnunet_aneurysm.losses.sparse_targets import SparseTargetLoss
+from nnunet_aneurysm.metadata import METADATA_DIM
 from nnunet_aneurysm.networks.waveformer import WaveFormer
 from nnunet_aneurysm.stages import FILE_ENDING, STAGE2, channel_file, dataset_name
 from nnunet_aneurysm.trainers.waveformer import AneurysmWaveFormerTrainer
@@ -41,6 +42,8 @@ def read_crop(raw: Path, case: str, patch: tuple[int, ...]) -> tuple[np.ndarray,
     zero-padded to ``patch`` (the ROI crops are at most that size)."""
     image = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "imagesTr" / channel_file(case, 0)))).astype(np.float32)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "labelsTr" / f"{case}{FILE_ENDING}")))
+    if any(s > p for s, p in zip(image.shape, patch)):
+        raise SystemExit(f"{case}: crop {image.shape} is larger than the patch {patch}")
     image = (image - image.mean()) / max(float(image.std()), 1e-8)
     pad = [(0, p - s) for p, s in zip(patch, image.shape)]
     return np.pad(image, pad), np.pad(labels, pad)
@@ -61,7 +64,8 @@ def held_out_dice(network: WaveFormer, crops: list[tuple[np.ndarray, np.ndarray]
     union, hits, totals = [], np.zeros(N_CLASSES - 1), np.zeros(N_CLASSES - 1)
     for crop in crops:
         data, labels = batch([crop])
-        predicted, truth = network(data, metadata=torch.zeros(1, 7)).argmax(1)[0].numpy(), labels[0, 0].numpy()
+        logits = network(data, metadata=torch.zeros(1, METADATA_DIM))
+        predicted, truth = logits.argmax(1)[0].numpy(), labels[0, 0].numpy()
         union.append(2 * ((predicted > 0) & (truth > 0)).sum() / max((predicted > 0).sum() + (truth > 0).sum(), 1))
         for k in range(1, N_CLASSES):
             hits[k - 1] += 2 * ((predicted == k) & (truth == k)).sum()
@@ -82,7 +86,7 @@ def learn(plans: dict, configuration: str, train: list, held_out: list, steps: i
     for step in range(1, steps + 1):
         start = time.perf_counter()
         data, labels = batch([train[i] for i in draws.choice(len(train), 2, replace=False)])
-        value = loss(network(data, metadata=torch.zeros(len(data), 7)), labels)
+        value = loss(network(data, metadata=torch.zeros(len(data), METADATA_DIM)), labels)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()
@@ -114,7 +118,11 @@ def main():
     split = json.loads((raw / "splits_final.json").read_text())[0]
     rows = []
     for configuration in args.configurations:
-        patch = tuple(PlansManager(plans).get_configuration(configuration).patch_size)
+        manager = PlansManager(plans).get_configuration(configuration)
+        spacing = sitk.ReadImage(str(raw / "labelsTr" / f"{split['val'][0]}{FILE_ENDING}")).GetSpacing()[::-1]
+        if not np.allclose(spacing, manager.spacing):  # the raw crops are read as they are, not resampled
+            raise SystemExit(f"{configuration} plans {manager.spacing} mm; the crops are {spacing} mm")
+        patch = tuple(manager.patch_size)
         train = [read_crop(raw, c, patch) for c in split["train"][:args.train_cases]]
         held_out = [read_crop(raw, c, patch) for c in split["val"][:args.held_out_cases]]
         rows += learn(plans, configuration, train, held_out, args.steps, args.every, args.lr, args.seed)
