@@ -89,7 +89,8 @@ class AneurysmScheduledNNUNetTrainer(nnUNetTrainer):
 
 
 class WarmupPolyLRScheduler(_LRScheduler):
-    """Linear warm-up over ``warmup_steps`` epochs, then nnU-Net's poly decay (exponent 0.9) to zero."""
+    """Linear warm-up over ``warmup_steps`` epochs, then nnU-Net's poly decay (exponent 0.9) to zero; exponent 0
+    holds the learning rate at ``initial_lr`` after the warm-up."""
 
     def __init__(self, optimizer, initial_lr: float, warmup_steps: int, max_steps: int, exponent: float = 0.9):
         self.initial_lr, self.warmup_steps, self.max_steps = initial_lr, warmup_steps, max_steps
@@ -146,6 +147,7 @@ class AneurysmTrainerBase(AneurysmScheduledNNUNetTrainer):
     adamw_lr: float | None = None
     adamw_weight_decay = 1e-2
     warmup_fraction = 0.1
+    lr_decay_exponent = 0.9  # of the poly decay after the warm-up (nnU-Net's); 0: constant after the warm-up
     # draw training cases so that every modality (metadata.csv beside the raw dataset) is drawn equally often
     modality_balanced_sampling = False
 
@@ -163,7 +165,8 @@ class AneurysmTrainerBase(AneurysmScheduledNNUNetTrainer):
         optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
                                       betas=(0.9, 0.98))
         warmup = max(1, int(round(self.warmup_fraction * self.num_epochs)))
-        return optimizer, WarmupPolyLRScheduler(optimizer, self.initial_lr, warmup, self.num_epochs)
+        return optimizer, WarmupPolyLRScheduler(optimizer, self.initial_lr, warmup, self.num_epochs,
+                                                  self.lr_decay_exponent)
 
     def initialize(self):
         super().initialize()
