@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from nnunet_aneurysm.evaluation.metric import bootstrap_intervals, evaluate, paired_bootstrap
+from nnunet_aneurysm.evaluation.metric import bootstrap_intervals, column_aucs, evaluate, paired_bootstrap
 from nnunet_aneurysm.labels import ID_COLUMN, LOCATION_COLUMNS, PRESENT_COLUMN, SUBMISSION_COLUMNS
 
 
@@ -31,6 +31,15 @@ def test_weighted_auc_is_13_times_present_plus_the_locations_over_26():
     assert result.score == pytest.approx((13 * expected[-1] + sum(expected[:-1])) / 26, rel=1e-12)
     assert list(result.aucs.values()) == pytest.approx(expected, rel=1e-12)
     assert result.positives[PRESENT_COLUMN] == int(labels[PRESENT_COLUMN].sum())
+
+
+def test_column_aucs_equal_scikit_learn_with_ties_and_other_class_values():
+    """Scores on a 0.1 grid (many ties, counted half) and truth given as 0/2: each column's AUC is scikit-learn's."""
+    rng = np.random.default_rng(3)
+    truth = 2.0 * (rng.random((250, 14)) < 0.2)
+    scores = np.round(rng.random((250, 14)) + 0.3 * truth, 1)
+    expected = [roc_auc_score(truth[:, j] > 0, scores[:, j]) for j in range(14)]
+    assert column_aucs(truth, scores) == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
 def test_row_order_does_not_matter_and_ids_are_matched():

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
+from scipy.stats import rankdata
 
 from nnunet_aneurysm.labels import ID_COLUMN, LOCATION_COLUMNS, PRESENT_COLUMN, SUBMISSION_COLUMNS
 
@@ -28,9 +28,21 @@ def column_weights() -> dict[str, float]:
 
 
 def column_aucs(truth: np.ndarray, scores: np.ndarray) -> list[float | None]:
-    """AUC per column of [N, 14] 0/1 truth and scores; None where the truth has a single class."""
-    return [float(roc_auc_score(truth[:, j], scores[:, j])) if len(np.unique(truth[:, j])) == 2 else None
-            for j in range(truth.shape[1])]
+    """AUC per column of [N, 14] 0/1 truth and scores; None where the truth has a single class.
+
+    The Mann-Whitney form (ties get their mean rank, counted half): scikit-learn's ``roc_auc_score`` to rounding
+    (tests), about 20x faster over all columns at once, which the bootstraps' thousands of resamples need."""
+    ranks = rankdata(scores, axis=0)
+    aucs = []
+    for j in range(truth.shape[1]):
+        classes = np.unique(truth[:, j])
+        if len(classes) != 2:
+            aucs.append(None)
+            continue
+        positive = truth[:, j] == classes[1]
+        n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+        aucs.append(float((ranks[positive, j].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)))
+    return aucs
 
 
 def weighted_auc(aucs: list[float | None]) -> float | None:
