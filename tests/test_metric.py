@@ -42,6 +42,14 @@ def test_column_aucs_equal_scikit_learn_with_ties_and_other_class_values():
     assert column_aucs(truth, scores) == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
+def test_a_nan_score_is_refused_not_ranked():
+    """A NaN ranks as NaN: without the check a paired bootstrap would read 'undecided' from NaN intervals."""
+    truth, scores = _labels_and_scores()
+    scores[5, 3] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        paired_bootstrap(truth, scores, scores.copy(), n=10)
+
+
 def test_row_order_does_not_matter_and_ids_are_matched():
     labels, predictions = _tables()
     shuffled = predictions.sample(frac=1.0, random_state=1)

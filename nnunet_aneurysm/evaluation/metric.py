@@ -1,7 +1,7 @@
 """The RSNA 2025 metric: column-wise ROC AUC, weighted 13 for 'Aneurysm Present' and 1 for each of
 the 13 locations, divided by the weights of the columns that count.
 
-A column whose ground truth holds a single class has no AUC (scikit-learn refuses it): it is
+A column whose ground truth holds a single class has no AUC (it is undefined: no positive-negative pair): it is
 reported as undefined (``None``) and left out of the weighted mean together with its weight. The
 competition's held-out set has positives in every column, so this only happens on small sets,
 where saying so beats inventing a 0.5.
@@ -31,7 +31,10 @@ def column_aucs(truth: np.ndarray, scores: np.ndarray) -> list[float | None]:
     """AUC per column of [N, 14] 0/1 truth and scores; None where the truth has a single class.
 
     The Mann-Whitney form (ties get their mean rank, counted half): scikit-learn's ``roc_auc_score`` to rounding
-    (tests), about 20x faster over all columns at once, which the bootstraps' thousands of resamples need."""
+    (tests), ~50x faster over all columns at once (measured, 300 x 14), which the bootstraps' thousands of
+    resamples need. Non-finite values are refused: a NaN would rank as NaN and pass silently."""
+    if not (np.isfinite(truth).all() and np.isfinite(scores).all()):
+        raise ValueError("truth and scores must be finite (a NaN or inf has no rank)")
     ranks = rankdata(scores, axis=0)
     aucs = []
     for j in range(truth.shape[1]):
