@@ -42,3 +42,23 @@ def test_a_read_out_that_knows_the_wrong_calls_is_informative_and_noise_is_not()
     assert order["auroc"] < 0.2 and order["verdict"] == "informative"  # larger on wrong calls
     assert result["pinn_loss"]["correct_vs_wrong"]["verdict"] == "no information"
     assert auroc_with_interval(np.zeros(5), np.ones(5))["verdict"] == "undefined"
+
+
+def test_the_read_out_interval_is_scikit_learns_on_the_same_resamples():
+    """The resamples ranked at once (``column_aucs``) give scikit-learn's AUROC resample by resample: ties, rare
+    positives, resamples with one class left out."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    target = np.zeros(40, int)
+    target[[3, 17]] = 1  # two positives: about one resample in eight holds none
+    values = np.round(rng.normal(size=40) + target, 1)  # a 0.1 grid: many ties
+    draws, samples = np.random.default_rng(0), []
+    for _ in range(300):
+        index = draws.integers(0, len(target), len(target))
+        if len(np.unique(target[index])) == 2:
+            samples.append(roc_auc_score(target[index], values[index]))
+    result = auroc_with_interval(target, values, bootstrap=300)
+    assert len(samples) < 300  # some resamples held no positive
+    assert result["auroc"] == roc_auc_score(target, values)
+    assert (result["low"], result["high"]) == (np.percentile(samples, 2.5), np.percentile(samples, 97.5))

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
-from nnunet_aneurysm.evaluation.metric import align, evaluate, paired_bootstrap
+from nnunet_aneurysm.evaluation.metric import align, column_aucs, evaluate, paired_bootstrap
 from nnunet_aneurysm.labels import ID_COLUMN, PRESENT_COLUMN, SUBMISSION_COLUMNS
 from nnunet_aneurysm.postprocessing.features import FEATURE_GROUPS, feature_columns
 from nnunet_aneurysm.postprocessing.stacker import fold_relative, fold_statistics, train_stacker
@@ -102,24 +101,21 @@ def call_threshold(oof: pd.DataFrame) -> float:
 
 def auroc_with_interval(target: np.ndarray, values: np.ndarray, bootstrap: int = 1000, seed: int = 0) -> dict:
     """AUROC of ``values`` for a 0/1 ``target`` (one entry per series), its bootstrap 95 % interval over series
-    and a verdict against 0.5."""
+    and a verdict against 0.5. The resamples are the columns of one [series, bootstrap] matrix, ranked at once
+    by the metric's ``column_aucs`` (a resample with one class has no AUC and is left out)."""
     usable = np.isfinite(values)
     target, values = target[usable], values[usable]
     undefined = {"auroc": None, "low": None, "high": None, "n": int(len(target)), "verdict": "undefined"}
     if len(np.unique(target)) < 2:
         return undefined
-    rng = np.random.default_rng(seed)
-    samples = []
-    for _ in range(bootstrap):
-        index = rng.integers(0, len(target), len(target))
-        if len(np.unique(target[index])) == 2:
-            samples.append(roc_auc_score(target[index], values[index]))
+    auroc = column_aucs(target[:, None], values[:, None])[0]
+    index = np.random.default_rng(seed).integers(0, len(target), (bootstrap, len(target))).T
+    samples = [a for a in column_aucs(target[index], values[index]) if a is not None]
     if not samples:
-        return {**undefined, "auroc": float(roc_auc_score(target, values))}
+        return {**undefined, "auroc": auroc}
     low, high = (float(np.percentile(samples, q)) for q in (2.5, 97.5))
     verdict = "informative" if low > 0.5 or high < 0.5 else "no information"
-    return {"auroc": float(roc_auc_score(target, values)), "low": low, "high": high, "n": int(len(target)),
-            "verdict": verdict}
+    return {"auroc": auroc, "low": low, "high": high, "n": int(len(target)), "verdict": verdict}
 
 
 def confidence_aurocs(oof: pd.DataFrame, heldout_features: pd.DataFrame, labels: pd.DataFrame,
