@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from nnunet_aneurysm.evaluation.ablation import auroc_with_interval, call_threshold, confidence_aurocs
 from nnunet_aneurysm.labels import ID_COLUMN, PRESENT_COLUMN, SUBMISSION_COLUMNS
@@ -60,5 +61,5 @@ def test_the_read_out_interval_is_scikit_learns_on_the_same_resamples():
             samples.append(roc_auc_score(target[index], values[index]))
     result = auroc_with_interval(target, values, bootstrap=300)
     assert len(samples) < 300  # some resamples held no positive
-    assert result["auroc"] == roc_auc_score(target, values)
-    assert (result["low"], result["high"]) == (np.percentile(samples, 2.5), np.percentile(samples, 97.5))
+    assert result["auroc"] == pytest.approx(roc_auc_score(target, values), rel=1e-12)
+    assert [result["low"], result["high"]] == pytest.approx(np.percentile(samples, [2.5, 97.5]), rel=1e-12)

@@ -102,7 +102,7 @@ def call_threshold(oof: pd.DataFrame) -> float:
 def auroc_with_interval(target: np.ndarray, values: np.ndarray, bootstrap: int = 1000, seed: int = 0) -> dict:
     """AUROC of ``values`` for a 0/1 ``target`` (one entry per series), its bootstrap 95 % interval over series
     and a verdict against 0.5. The resamples are the columns of one [series, bootstrap] matrix, ranked at once
-    by the metric's ``column_aucs`` (a resample with one class has no AUC and is left out)."""
+    by the metric's ``column_aucs``, ~100 at a time (a resample with one class has no AUC and is left out)."""
     usable = np.isfinite(values)
     target, values = target[usable], values[usable]
     undefined = {"auroc": None, "low": None, "high": None, "n": int(len(target)), "verdict": "undefined"}
@@ -110,7 +110,8 @@ def auroc_with_interval(target: np.ndarray, values: np.ndarray, bootstrap: int =
         return undefined
     auroc = column_aucs(target[:, None], values[:, None])[0]
     index = np.random.default_rng(seed).integers(0, len(target), (bootstrap, len(target))).T
-    samples = [a for a in column_aucs(target[index], values[index]) if a is not None]
+    samples = [a for chunk in np.array_split(index, max(1, bootstrap // 100), axis=1)  # ~100 resamples at a time
+               for a in column_aucs(target[chunk], values[chunk]) if a is not None]
     if not samples:
         return {**undefined, "auroc": auroc}
     low, high = (float(np.percentile(samples, q)) for q in (2.5, 97.5))

@@ -28,7 +28,7 @@ def column_weights() -> dict[str, float]:
 
 
 def column_aucs(truth: np.ndarray, scores: np.ndarray) -> list[float | None]:
-    """AUC per column of [N, 14] 0/1 truth and scores; None where the truth has a single class.
+    """AUC per column of [N, columns] 0/1 truth and scores; None where the truth has a single class.
 
     The Mann-Whitney form (ties get their mean rank, counted half): scikit-learn's ``roc_auc_score`` to rounding
     (tests), ~50x faster over all columns at once (measured, 300 x 14), which the bootstraps' thousands of
